@@ -1,0 +1,36 @@
+# The two commands: `make run` and `make test`. Both create .venv and install jaxebm first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The 2-core CI machine: one process, XLA sees every core.
+PYTEST_ARGS ?=
+
+.PHONY: run test test-all bench lint venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m experiments.train --config=experiments/configs/toy2d.py --workdir=runs/toy2d
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) scripts/bench.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,1 @@
+"""Runnable experiments: ``python -m experiments.train --config=experiments/configs/X.py``."""

@@ -1,0 +1,182 @@
+"""Config -> library objects: datasets, energies, samplers, optimizers. Checked before compiling."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+import jaxebm
+from jaxebm.data import toy
+
+SAMPLERS = ("langevin", "mala", "hmc")
+MODELS = ("mlp",)
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "piecewise")
+SECTIONS = ("data", "model", "sampler", "buffer", "loss", "optim", "train", "checkpoint", "eval")
+
+
+class Dataset(NamedTuple):
+    """Host arrays of one experiment's data.
+
+    Attributes:
+      train: ``{"x": [N, ...], "y"?: [N]}``.
+      test: Same layout, held out.
+      event_shape: Shape of one example.
+      bounds: ``(low, high)`` of the data box (plots, fresh chains), or ``None``.
+      log_density: Exact log-density ``x[N, ...] -> [N]`` where known, else ``None``.
+    """
+
+    train: dict[str, np.ndarray]
+    test: dict[str, np.ndarray]
+    event_shape: tuple[int, ...]
+    bounds: tuple[float, float] | None
+    log_density: Callable[[Any], Any] | None
+
+
+def _choose(kind: str, name: str, options: tuple[str, ...]) -> str:
+    if name not in options:
+        raise ValueError(f"unknown {kind} {name!r}: choose one of {', '.join(options)}")
+    return name
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Checks a config before anything is built or compiled; messages say what is wrong."""
+    missing = [section for section in SECTIONS if section not in config]
+    if missing:
+        raise ValueError(f"the config lacks the sections {missing}; every config has {SECTIONS}")
+    _choose("model", config.model.name, MODELS)
+    _choose("sampler", config.sampler.name, SAMPLERS)
+    _choose("optimizer", config.optim.name, OPTIMIZERS)
+    _choose("learning-rate schedule", config.optim.schedule, SCHEDULES)
+    _choose("training mode", config.loss.mode, jaxebm.train.MODES)
+    for name, value in [
+        ("sampler.step_size", config.sampler.step_size),
+        ("optim.learning_rate", config.optim.learning_rate),
+        ("train.batch_size", config.train.batch_size),
+        ("train.num_steps", config.train.num_steps),
+        ("sampler.num_steps", config.sampler.num_steps),
+        ("checkpoint.every_steps", config.checkpoint.every_steps),
+    ]:
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
+    if not 0.0 <= config.buffer.reinit_prob <= 1.0:
+        raise ValueError(f"buffer.reinit_prob must be in [0, 1], got {config.buffer.reinit_prob}")
+    if config.loss.mode == "persistent" and config.buffer.capacity < config.train.batch_size:
+        raise ValueError(
+            f"buffer.capacity ({config.buffer.capacity}) must be at least train.batch_size "
+            f"({config.train.batch_size})"
+        )
+
+
+def make_dataset(config: ml_collections.ConfigDict) -> Dataset:
+    """Builds the experiment's data on the host (offline sets only need no download)."""
+    name = config.data.name
+    if name in toy.NAMES:
+        key_train, key_test = jax.random.split(jax.random.key(config.data.seed))
+        train = np.asarray(toy.sample(name, key_train, config.data.num_train))
+        test = np.asarray(toy.sample(name, key_test, config.data.num_test))
+        return Dataset(
+            train={"x": train},
+            test={"x": test},
+            event_shape=(2,),
+            bounds=tuple(float(b) for b in toy.bounds(name)),
+            log_density=functools.partial(toy.log_density, name),
+        )
+    raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(toy.NAMES)}")
+
+
+def make_energy(config: ml_collections.ConfigDict, event_shape: tuple[int, ...]):
+    """The network and its energy function ``energy_fn(params, x) -> [B]``."""
+    _choose("model", config.model.name, MODELS)
+    module = jaxebm.nets.MLPEnergy(
+        hidden=tuple(config.model.hidden), quadratic=float(config.model.quadratic)
+    )
+    return module, jaxebm.energy.from_module(module)
+
+
+def make_sampler(config: ml_collections.ConfigDict) -> Callable:
+    """``energy_x -> SamplingAlgorithm`` with the config's hyperparameters (checked here)."""
+    sampler = config.sampler
+    bounds = tuple(sampler.bounds) if sampler.bounds else None
+    name = _choose("sampler", sampler.name, SAMPLERS)
+    if name == "langevin":
+        build = functools.partial(
+            jaxebm.samplers.langevin,
+            step_size=sampler.step_size,
+            noise_scale=sampler.noise_scale,
+            grad_clip=sampler.grad_clip or None,
+            clip_mode=sampler.clip_mode,
+            bounds=bounds,
+        )
+    elif name == "mala":
+        build = functools.partial(jaxebm.samplers.mala, step_size=sampler.step_size, bounds=bounds)
+    else:
+        build = functools.partial(
+            jaxebm.samplers.hmc,
+            step_size=sampler.step_size,
+            num_integration_steps=sampler.num_integration_steps,
+            bounds=bounds,
+        )
+    build(lambda x: jnp.sum(x, axis=-1))  # checks the hyperparameters now, not at compile time
+    return build
+
+
+def make_noise_fn(config: ml_collections.ConfigDict) -> Callable:
+    """Fresh chains: uniform over ``[buffer.init_low, buffer.init_high]``."""
+    low, high = float(config.buffer.init_low), float(config.buffer.init_high)
+    if not low < high:
+        raise ValueError(f"buffer.init_low must be < buffer.init_high, got {low}, {high}")
+    return lambda key, shape: jax.random.uniform(key, shape, jnp.float32, low, high)
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Adam(W)/SGD with linear warm-up, then a constant, cosine or piecewise-constant rate."""
+    optim = config.optim
+    steps = int(config.train.num_steps)
+    warmup = min(int(optim.warmup_steps), steps)
+    schedule = _choose("learning-rate schedule", optim.schedule, SCHEDULES)
+    rate = float(optim.learning_rate)
+    if schedule == "cosine":
+        after = optax.cosine_decay_schedule(rate, max(steps - warmup, 1))
+    elif schedule == "piecewise":
+        after = optax.piecewise_constant_schedule(
+            rate, {int(s) - warmup: float(optim.decay_factor) for s in optim.decay_steps}
+        )
+    else:
+        after = optax.constant_schedule(rate)
+    learning_rate = optax.join_schedules(
+        [optax.linear_schedule(0.0, rate, warmup), after], [warmup]
+    )
+    name = _choose("optimizer", optim.name, OPTIMIZERS)
+    if name == "adam":
+        tx = optax.adam(learning_rate, b1=optim.b1, b2=optim.b2)
+    elif name == "adamw":
+        tx = optax.adamw(learning_rate, b1=optim.b1, b2=optim.b2)
+    else:
+        tx = optax.sgd(learning_rate, momentum=optim.b1)
+    if optim.grad_clip_norm:
+        tx = optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), tx)
+    return tx
+
+
+def make_train_step(config: ml_collections.ConfigDict, energy_fn, tx) -> Callable:
+    """The per-device train step of ``jaxebm.train.make_train_step`` for this config."""
+    return jaxebm.train.make_train_step(
+        energy_fn,
+        tx,
+        sampler=make_sampler(config),
+        num_chain_steps=config.sampler.num_steps,
+        mode=config.loss.mode,
+        reinit_prob=config.buffer.reinit_prob,
+        noise_fn=make_noise_fn(config),
+        l2_coeff=config.loss.l2_coeff,
+        data_noise=config.loss.data_noise,
+        unroll=config.sampler.unroll,
+    )

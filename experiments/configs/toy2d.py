@@ -1,0 +1,98 @@
+r"""A 2-D toy EBM trained by maximum likelihood with persistent MALA chains.
+
+Run (about 2 minutes on 2 CPU cores; `make run` runs it):
+  python -m experiments.train --config=experiments/configs/toy2d.py --workdir=runs/toy2d
+Another density, or the smoke-test size:
+  python -m experiments.train --config=experiments/configs/toy2d.py --config.data.name=rings \
+      --workdir=runs/toy2d-rings
+  python -m experiments.train --config=experiments/configs/toy2d.py:quick --workdir=/tmp/toy2d
+
+Expect in <workdir>/summary.json a test log-likelihood (nats, exp(-E) normalised on a grid) near
+the true density's and at least that of a cross-validated Gaussian KDE on the same training points;
+samples.png and density.png show learnt against true.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.experiment = "toy2d"
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "8gaussians"  # one of jaxebm.data.toy.NAMES
+    config.data.num_train = 10_000
+    config.data.num_test = 10_000
+    config.data.seed = 0
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "mlp"
+    config.model.hidden = (256, 256, 256)
+    config.model.quadratic = 0.0
+
+    config.sampler = ml_collections.ConfigDict()
+    config.sampler.name = "mala"  # exact: the buffer chains sample exp(-E) as training proceeds
+    config.sampler.step_size = 0.02
+    config.sampler.noise_scale = None  # calibrated (sqrt(2 step)); MALA is always calibrated
+    config.sampler.grad_clip = None
+    config.sampler.clip_mode = "value"
+    config.sampler.bounds = None
+    config.sampler.num_steps = 10
+    config.sampler.num_integration_steps = 5  # hmc only
+    config.sampler.unroll = 1
+
+    config.buffer = ml_collections.ConfigDict()
+    config.buffer.capacity = 10_000
+    config.buffer.reinit_prob = 0.01
+    config.buffer.init_low = -4.5  # fresh chains: uniform over the plotting box
+    config.buffer.init_high = 4.5
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.mode = "persistent"
+    config.loss.l2_coeff = 0.0
+    config.loss.data_noise = 0.0
+
+    config.optim = ml_collections.ConfigDict()
+    config.optim.name = "adam"
+    config.optim.learning_rate = 1e-3
+    config.optim.b1 = 0.9
+    config.optim.b2 = 0.999
+    config.optim.warmup_steps = 100
+    config.optim.schedule = "cosine"  # "constant" | "cosine" | "piecewise"
+    config.optim.decay_steps = ()  # piecewise: steps where the rate is multiplied by decay_factor
+    config.optim.decay_factor = 0.3
+    config.optim.grad_clip_norm = 0.0  # 0: off
+
+    config.train = ml_collections.ConfigDict()
+    config.train.num_steps = 4_000
+    config.train.batch_size = 1_000
+    config.train.seed = 0
+    config.train.log_every = 50
+    config.train.num_devices = 0  # 0: every device
+
+    config.checkpoint = ml_collections.ConfigDict()
+    config.checkpoint.every_steps = 1_000
+    config.checkpoint.max_to_keep = 3
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.grid_resolution = 256
+    config.eval.num_samples = 2_000
+    config.eval.num_sample_steps = 1_000
+    config.eval.kde = True
+
+    if arg == "quick":
+        config.data.num_train = 1_000
+        config.data.num_test = 1_000
+        config.model.hidden = (32, 32)
+        config.buffer.capacity = 256
+        config.train.num_steps = 20
+        config.train.batch_size = 64
+        config.train.log_every = 5
+        config.checkpoint.every_steps = 10
+        config.eval.grid_resolution = 64
+        config.eval.num_samples = 256
+        config.eval.num_sample_steps = 20
+        config.eval.kde = False
+    elif arg:
+        raise ValueError(f"unknown config variant {arg!r}: use 'quick' or nothing")
+    return config

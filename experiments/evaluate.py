@@ -1,0 +1,129 @@
+r"""Evaluates a trained run: samples, density plots, log-likelihoods.
+
+  python -m experiments.evaluate --workdir=runs/toy2d [--task=all]
+
+Reads the run's config.json and latest checkpoint; writes PNG figures and summary.json into the
+workdir. ``experiments.train`` calls ``evaluate_run`` when training finishes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import app, flags
+
+import jaxebm
+from experiments import builders
+from experiments.writers import read_metrics
+from jaxebm import metrics, viz
+
+TASKS = ("all", "sample", "density")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "A run directory written by experiments.train.")
+flags.DEFINE_enum("task", "all", TASKS, "What to evaluate.")
+
+
+def sample_fresh(config, energy_x, key, num, event_shape):
+    """Chains started from the config's noise, run for ``eval.num_sample_steps`` steps."""
+    x0 = builders.make_noise_fn(config)(key, (num, *event_shape))
+    kernel = builders.make_sampler(config)(energy_x)
+    run = jax.jit(
+        lambda k, x: jaxebm.samplers.run_chain(kernel, k, x, config.eval.num_sample_steps)
+    )
+    state, _ = run(jax.random.fold_in(key, 1), x0)
+    return np.asarray(state.x)
+
+
+def evaluate_run(config, workdir, state, dataset, energy_fn, *, task: str = "all") -> dict:
+    """Figures and numbers for a trained state; returns the summary dict."""
+    params = jax.device_get(state.params)
+    energy_x = jax.jit(lambda x: energy_fn(params, x))
+    key = jax.random.fold_in(jax.random.key(config.train.seed), 10**6)
+    summary: dict = {"dataset": config.data.name}
+    bounds = dataset.bounds
+    test_x = dataset.test["x"]
+    started = time.perf_counter()
+    if task in ("all", "density"):
+        resolution = config.eval.grid_resolution
+        ll = metrics.grid_log_likelihood(energy_x, test_x, bounds=bounds, resolution=resolution)
+        summary["test_log_likelihood"] = float(ll)
+        panels = {
+            "learnt": metrics.grid_log_density(energy_x, bounds=bounds, resolution=resolution)
+        }
+        if dataset.log_density is not None:
+            summary["true_log_likelihood"] = float(
+                jnp.mean(dataset.log_density(jnp.asarray(test_x)))
+            )
+            panels["true"] = metrics.grid_log_density(
+                lambda x: -dataset.log_density(x), bounds=bounds, resolution=resolution
+            )
+        viz.plot_density_2d(os.path.join(workdir, "density.png"), panels, bounds)
+        if config.eval.kde:
+            kde_ll, bandwidth = metrics.kde_log_likelihood(dataset.train["x"], test_x)
+            summary["kde_log_likelihood"] = float(kde_ll)
+            summary["kde_bandwidth"] = float(bandwidth)
+    if task in ("all", "sample"):
+        num = config.eval.num_samples
+        samples = {"data": test_x[:num]}
+        if state.buffer is not None:
+            samples["replay buffer"] = np.asarray(jax.device_get(state.buffer.x))[:num]
+        samples[f"fresh chains ({config.eval.num_sample_steps} steps)"] = sample_fresh(
+            config, energy_x, key, num, dataset.event_shape
+        )
+        viz.plot_samples_2d(os.path.join(workdir, "samples.png"), samples, bounds)
+    rows = read_metrics(workdir)
+    if rows:
+        viz.plot_metrics(
+            os.path.join(workdir, "metrics.png"),
+            rows,
+            ["loss", "energy_gap", "grad_norm_x", "acceptance", "param_grad_norm"],
+        )
+    summary["eval_seconds"] = round(time.perf_counter() - started, 2)
+    return summary
+
+
+def restore_run(workdir: str):
+    """Rebuilds a run's config, data, energy and latest state from its workdir."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{workdir} holds no config.json: is it an experiments.train workdir?"
+        )
+    with open(path) as file:
+        config = ml_collections.ConfigDict(json.load(file))
+    from experiments.train import init_state
+
+    dataset = builders.make_dataset(config)
+    module, energy_fn = builders.make_energy(config, dataset.event_shape)
+    tx = builders.make_optimizer(config)
+    mesh = jaxebm.parallel.make_mesh(config.train.num_devices or None)
+    target = init_state(config, dataset, module, tx, mesh)
+    manager = jaxebm.checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
+    state = jaxebm.checkpoint.restore_latest(manager, target)
+    manager.close()
+    if state is None:
+        raise FileNotFoundError(f"{workdir}/checkpoints holds no readable checkpoint")
+    return config, dataset, energy_fn, state
+
+
+def main(argv):
+    del argv
+    if FLAGS.workdir is None:
+        raise app.UsageError("--workdir is required")
+    config, dataset, energy_fn, state = restore_run(FLAGS.workdir)
+    summary = evaluate_run(config, FLAGS.workdir, state, dataset, energy_fn, task=FLAGS.task)
+    summary["steps"] = int(state.step)
+    with open(os.path.join(FLAGS.workdir, f"eval_{FLAGS.task}.json"), "w") as file:
+        json.dump(summary, file, indent=2)
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,36 @@
+"""jaxebm: energy-based models in JAX/Flax, as pure functions of arrays.
+
+Submodules: ``energy`` (energy functions and their combinators), ``nets`` (Flax networks),
+``samplers`` (Langevin, MALA, HMC kernels and chains), ``replay`` (persistent chains),
+``losses``, ``train`` (train state and step), ``parallel`` (data parallel over devices),
+``checkpoint`` (orbax), ``data``, ``metrics``, ``viz``.
+"""
+
+from jaxebm import checkpoint, energy, losses, nets, parallel, replay, samplers, train
+from jaxebm.energy import from_logits, from_module, from_nnx
+from jaxebm.samplers import SamplingAlgorithm, hmc, langevin, mala, masked, run_chain
+from jaxebm.train import TrainState, make_train_step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "checkpoint",
+    "energy",
+    "losses",
+    "nets",
+    "parallel",
+    "replay",
+    "samplers",
+    "train",
+    "from_module",
+    "from_logits",
+    "from_nnx",
+    "SamplingAlgorithm",
+    "langevin",
+    "mala",
+    "hmc",
+    "masked",
+    "run_chain",
+    "TrainState",
+    "make_train_step",
+]

@@ -1,0 +1,171 @@
+"""Checkpoints of the whole ``TrainState`` with orbax: save, restore the latest, skip a bad one.
+
+A state is params, optimizer state, replay buffer, PRNG key and step, all arrays, so a restored
+run continues exactly where the saved one stood.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+__all__ = ["make_manager", "save", "restore_latest", "abstract_like", "CheckpointMismatchError"]
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint in a workdir belongs to a differently shaped model or state."""
+
+
+def make_manager(
+    directory: str | os.PathLike,
+    *,
+    max_to_keep: int | None = 3,
+    save_interval_steps: int = 1,
+    enable_async: bool = True,
+) -> ocp.CheckpointManager:
+    """An orbax ``CheckpointManager`` over ``directory`` (created if missing).
+
+    Saves are asynchronous: call ``manager.wait_until_finished()`` (or ``manager.close()``)
+    before the process exits.
+
+    Args:
+      directory: Where checkpoints go, e.g. ``<workdir>/checkpoints``.
+      max_to_keep: How many of the newest checkpoints to keep (``None``: all). Keep at least 2,
+        so a corrupt latest one has a predecessor to fall back to.
+      save_interval_steps: ``save`` without ``force`` only writes steps divisible by this.
+      enable_async: Write in a background thread while training continues.
+    """
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep,
+        save_interval_steps=save_interval_steps,
+        enable_async_checkpointing=enable_async,
+        create=True,
+    )
+    return ocp.CheckpointManager(
+        os.fspath(os.path.abspath(directory)),
+        options=options,
+        item_handlers=ocp.StandardCheckpointHandler(),
+    )
+
+
+def save(manager: ocp.CheckpointManager, state: Any, *, force: bool = False) -> bool:
+    """Saves ``state`` under its own ``state.step``; returns whether a save was started."""
+    step = int(jax.device_get(state.step))
+    if step in manager.all_steps():
+        return False
+    return manager.save(step, args=ocp.args.StandardSave(state), force=force)
+
+
+def abstract_like(state: Any) -> Any:
+    """``jax.ShapeDtypeStruct`` leaves (with shardings) describing ``state``, the restore target."""
+
+    def describe(leaf):
+        if isinstance(leaf, jax.Array):
+            return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
+        return ocp.utils.to_shape_dtype_struct(leaf) if hasattr(leaf, "shape") else leaf
+
+    return jax.tree.map(describe, state)
+
+
+def _path_name(path: tuple) -> str:
+    """A key path as ``a/b/0``, the same for a NamedTuple field and the dict key orbax stores."""
+    parts = []
+    for entry in path:
+        for attribute in ("name", "key", "idx"):
+            if hasattr(entry, attribute):
+                parts.append(str(getattr(entry, attribute)))
+                break
+    return "/".join(parts)
+
+
+def _is_key(leaf: Any) -> bool:
+    dtype = getattr(leaf, "dtype", None)
+    return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def _shape_mismatches(target: Any, metadata: Any) -> list[str]:
+    """Leaves whose stored shape differs from the target's, as readable lines."""
+    stored = {
+        _path_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(metadata)[0]
+    }
+    wanted = {
+        _path_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(target)[0]
+    }
+    found = [
+        f"{name} is {tuple(stored[name].shape)} in the checkpoint, {tuple(leaf.shape)} in the model"
+        for name, leaf in wanted.items()
+        if name in stored
+        and not _is_key(leaf)
+        and hasattr(leaf, "shape")
+        and hasattr(stored[name], "shape")
+        and tuple(stored[name].shape) != tuple(leaf.shape)
+    ]
+    missing = sorted(set(wanted) ^ set(stored))
+    if missing:
+        found.append("arrays present on one side only: " + ", ".join(missing[:5]))
+    return found
+
+
+def restore_latest(manager: ocp.CheckpointManager, target: Any) -> Any | None:
+    """Restores the newest readable checkpoint into the structure of ``target``.
+
+    A checkpoint that fails to read (corrupt, or half-written by a killed process) is skipped with
+    a warning in favour of the one before it.
+
+    Args:
+      manager: From ``make_manager``.
+      target: A state of the right structure (arrays or ``abstract_like`` descriptions); its
+        shardings decide where restored arrays are placed.
+
+    Returns:
+      The restored state, or ``None`` if the directory holds no readable checkpoint.
+
+    Raises:
+      CheckpointMismatchError: The checkpoint was written for a different model shape.
+    """
+    abstract = abstract_like(target)
+    manager.reload()
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            metadata = manager.item_metadata(step)
+        except Exception as error:  # unreadable metadata: a corrupt or partial checkpoint
+            logger.warning(
+                "checkpoint at step %d is unreadable (%s); trying an older one", step, error
+            )
+            continue
+        mismatches = _shape_mismatches(abstract, metadata)
+        if mismatches:
+            raise CheckpointMismatchError(
+                f"the checkpoint at step {step} in {manager.directory} belongs to a different "
+                "model: " + "; ".join(mismatches[:5]) + ". Use a new --workdir, or the config "
+                "that wrote it."
+            )
+        try:
+            restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except Exception as error:
+            logger.warning(
+                "checkpoint at step %d failed to restore (%s); trying an older one", step, error
+            )
+            continue
+        if not _all_finite_or_int(restored):
+            logger.warning("checkpoint at step %d holds NaN/Inf values; trying an older one", step)
+            continue
+        return restored
+    return None
+
+
+def _all_finite_or_int(tree: Any) -> bool:
+    for leaf in jax.tree.leaves(tree):
+        if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            continue
+        array = np.asarray(jax.device_get(leaf))
+        if np.issubdtype(array.dtype, np.inexact) and not np.all(np.isfinite(array)):
+            return False
+    return True

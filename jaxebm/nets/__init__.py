@@ -1,0 +1,5 @@
+"""Flax Linen networks that give energies or logits (no training logic)."""
+
+from jaxebm.nets.mlp import MLPEnergy
+
+__all__ = ["MLPEnergy"]

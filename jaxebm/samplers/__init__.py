@@ -1,0 +1,23 @@
+"""Samplers: pure ``init``/``step`` kernels over a NamedTuple state, and chains that scan them."""
+
+from jaxebm.samplers.base import SamplerState, SamplingAlgorithm, clamp, clip_grad, energy_and_grad
+from jaxebm.samplers.chain import masked, run_chain
+from jaxebm.samplers.hmc import HMCInfo, hmc
+from jaxebm.samplers.langevin import LangevinInfo, langevin
+from jaxebm.samplers.mala import MALAInfo, mala
+
+__all__ = [
+    "SamplingAlgorithm",
+    "SamplerState",
+    "LangevinInfo",
+    "MALAInfo",
+    "HMCInfo",
+    "langevin",
+    "mala",
+    "hmc",
+    "run_chain",
+    "masked",
+    "energy_and_grad",
+    "clip_grad",
+    "clamp",
+]

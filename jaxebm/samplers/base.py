@@ -1,0 +1,184 @@
+"""The sampler protocol and the pieces every gradient-based kernel shares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxebm.types import Array, ArrayLike, EnergyX, PRNGKey
+
+__all__ = [
+    "SamplingAlgorithm",
+    "SamplerState",
+    "Schedule",
+    "energy_and_grad",
+    "init_state",
+    "clip_grad",
+    "clamp",
+    "per_example_norm",
+    "per_example_sum",
+    "mh_accept",
+    "evaluate_schedule",
+    "check_positive",
+    "check_bounds",
+    "in_bounds",
+    "select",
+]
+
+Schedule = float | Callable[[Array], Array]  # a constant or a function of the step count
+
+
+class SamplingAlgorithm(NamedTuple):
+    """A sampler as a pair of pure functions (as blackjax's ``SamplingAlgorithm``).
+
+    Attributes:
+      init: ``x0[B, ...] -> state``.
+      step: ``(key, state) -> (state, info)``; one move of every chain in the batch.
+    """
+
+    init: Callable[[ArrayLike], Any]
+    step: Callable[[PRNGKey, Any], tuple[Any, Any]]
+
+
+class SamplerState(NamedTuple):
+    """What the next gradient-based step needs, cached so each step evaluates the energy once.
+
+    Attributes:
+      x: Positions ``[B, ...]``.
+      energy: ``E(x)``, ``[B]``.
+      energy_grad: ``dE/dx``, ``[B, ...]``.
+      step: Number of steps taken (int32 scalar), the argument of step-size schedules.
+    """
+
+    x: Array
+    energy: Array
+    energy_grad: Array
+    step: Array
+
+
+def energy_and_grad(energy_x: EnergyX, x: Array) -> tuple[Array, Array]:
+    """Per-example energies ``[B]`` and their input gradients ``[B, ...]`` in one backward pass.
+
+    Examples are independent, so the gradient of ``sum(E)`` is every example's own gradient.
+    """
+
+    def total(x):
+        energy = energy_x(x)
+        return jnp.sum(energy), energy
+
+    (_, energy), grad = jax.value_and_grad(total, has_aux=True)(x)
+    return energy, grad
+
+
+def init_state(energy_x: EnergyX, x0: ArrayLike) -> SamplerState:
+    """Caches the energy and gradient at the chain starts ``x0[B, ...]``."""
+    x0 = jnp.asarray(x0)
+    if x0.ndim < 1 or x0.shape[0] == 0:
+        raise ValueError(f"chain starts must have a batch axis [B, ...], got shape {x0.shape}")
+    energy, grad = energy_and_grad(energy_x, x0)
+    return SamplerState(x0, energy, grad, jnp.zeros((), jnp.int32))
+
+
+def per_example_sum(x: Array) -> Array:
+    """Sums ``[B, ...]`` over every axis but the first."""
+    return jnp.sum(x.reshape((x.shape[0], -1)), axis=-1)
+
+
+def per_example_norm(x: Array) -> Array:
+    """Euclidean norm of each example of ``[B, ...]``."""
+    return jnp.sqrt(per_example_sum(x * x))
+
+
+def _expand(values: Array, like: Array) -> Array:
+    """Reshapes per-example ``[B]`` values to broadcast against ``[B, ...]``."""
+    return values.reshape(values.shape + (1,) * (like.ndim - 1))
+
+
+def clip_grad(grad: Array, grad_clip: float | None, mode: str = "value") -> Array:
+    """Clips Langevin gradients.
+
+    Args:
+      grad: Gradients ``[B, ...]``.
+      grad_clip: The bound, or ``None`` for no clipping.
+      mode: ``"value"`` clips every entry to ``[-grad_clip, grad_clip]`` (IGEBM, Du & Mordatch
+        2019: 0.01 per pixel); ``"norm"`` rescales each example whose gradient norm exceeds
+        ``grad_clip``.
+
+    Returns:
+      The clipped gradients, same shape.
+    """
+    if grad_clip is None:
+        return grad
+    if mode == "value":
+        return jnp.clip(grad, -grad_clip, grad_clip)
+    if mode == "norm":
+        norm = per_example_norm(grad)
+        factor = jnp.minimum(1.0, grad_clip / jnp.maximum(norm, 1e-30))
+        return grad * _expand(factor, grad).astype(grad.dtype)
+    raise ValueError(f"clip mode must be 'value' or 'norm', got {mode!r}")
+
+
+def clamp(x: Array, bounds: tuple[float, float] | None) -> Array:
+    """Clamps samples to the data range ``bounds = (low, high)`` (images: ``(-1, 1)``)."""
+    if bounds is None:
+        return x
+    return jnp.clip(x, bounds[0], bounds[1])
+
+
+def in_bounds(x: Array, bounds: tuple[float, float] | None) -> Array:
+    """Per-example ``[B]`` bool: every entry of the example lies inside ``bounds``."""
+    if bounds is None:
+        return jnp.ones((x.shape[0],), bool)
+    inside = (x >= bounds[0]) & (x <= bounds[1])
+    return jnp.all(inside.reshape((x.shape[0], -1)), axis=-1)
+
+
+def mh_accept(key: PRNGKey, log_ratio: Array) -> Array:
+    """Per-example Metropolis-Hastings decision: accept with probability ``min(1, exp(log_ratio))``.
+
+    A NaN ratio (a diverged proposal) is rejected.
+    """
+    log_u = jnp.log(jax.random.uniform(key, log_ratio.shape, log_ratio.dtype))
+    return log_u < jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
+
+
+def select(is_accepted: Array, new: SamplerState, old: SamplerState) -> SamplerState:
+    """Keeps, per example, the proposal where accepted and the old state elsewhere."""
+    pick = lambda a, b: jnp.where(_expand(is_accepted, a), a, b)
+    return SamplerState(
+        pick(new.x, old.x),
+        pick(new.energy, old.energy),
+        pick(new.energy_grad, old.energy_grad),
+        new.step,
+    )
+
+
+def evaluate_schedule(value: Schedule, step: Array) -> Array:
+    """A constant or a schedule ``f(step)`` (e.g. from ``optax``): traced, never recompiled."""
+    return jnp.asarray(value(step) if callable(value) else value, jnp.float32)
+
+
+def check_positive(name: str, value: Schedule | None, *, allow_zero: bool = False) -> None:
+    """Raises a clear error for a non-positive constant (schedules are not checked)."""
+    if value is None or callable(value):
+        return
+    if not isinstance(value, int | float) and getattr(value, "shape", None) not in ((), None):
+        return
+    try:
+        number = float(value)
+    except (TypeError, jax.errors.ConcretizationTypeError):
+        return  # a traced value: the caller chose to pass it as an array
+    if not (number > 0 or (allow_zero and number == 0)) or number != number:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+
+
+def check_bounds(bounds: tuple[float, float] | None) -> None:
+    """Raises a clear error unless ``bounds`` is ``None`` or ``(low, high)`` with ``low < high``."""
+    if bounds is None:
+        return
+    if len(bounds) != 2 or not float(bounds[0]) < float(bounds[1]):
+        raise ValueError(f"bounds must be (low, high) with low < high, got {bounds}")

@@ -1,0 +1,292 @@
+"""The train state (arrays only) and the compiled train step ``(state, batch) -> (state, metrics)``.
+
+The step is written per device with explicit collectives over the ``"data"`` axis, so the same
+function runs under ``jax.shard_map`` (``jaxebm.parallel.data_parallel``), under
+``jax.pmap(axis_name="data")``, or alone under ``jax.jit`` with ``axis_name=None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxebm import replay
+from jaxebm.losses import contrastive_divergence
+from jaxebm.samplers.base import SamplingAlgorithm, check_positive
+from jaxebm.samplers.chain import run_chain
+from jaxebm.types import Array, EnergyFn, NoiseFn, Params, PRNGKey
+
+__all__ = ["TrainState", "MODES", "make_train_step", "validate_batch", "tree_is_finite"]
+
+MODES = ("persistent", "cd", "short_run")
+
+
+class TrainState(NamedTuple):
+    """Everything a run needs to resume exactly, and nothing else: arrays only.
+
+    The optimizer, the energy and the sampler live in the ``make_train_step`` closure, so orbax
+    saves this pytree as it is.
+
+    Attributes:
+      step: Number of steps taken, int32 scalar.
+      params: The energy's parameters (e.g. Flax ``variables``).
+      opt_state: The ``optax`` optimizer state.
+      buffer: The ``ReplayBuffer`` of persistent chains, or ``None`` (CD-k and short-run modes).
+      key: The run's PRNG key; step ``t`` on device ``d`` uses ``fold_in(fold_in(key, t), d)``.
+      num_nonfinite: Steps skipped by the non-finite guard so far, int32 scalar.
+    """
+
+    step: Array
+    params: Params
+    opt_state: optax.OptState
+    buffer: replay.ReplayBuffer | None
+    key: PRNGKey
+    num_nonfinite: Array
+
+    @classmethod
+    def create(
+        cls,
+        params: Params,
+        tx: optax.GradientTransformation,
+        buffer: replay.ReplayBuffer | None,
+        key: PRNGKey,
+    ) -> TrainState:
+        """A fresh state at step 0.
+
+        Example:
+          >>> import jax, optax, jaxebm
+          >>> state = jaxebm.train.TrainState.create({"w": jax.numpy.ones(2)}, optax.adam(1e-3),
+          ...                                        None, jax.random.key(0))
+          >>> int(state.step)
+          0
+        """
+        return cls(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=tx.init(params),
+            buffer=buffer,
+            key=key,
+            num_nonfinite=jnp.zeros((), jnp.int32),
+        )
+
+
+def tree_is_finite(tree: Any) -> Array:
+    """A bool scalar: every floating-point leaf of ``tree`` is finite."""
+    leaves = [
+        jnp.all(jnp.isfinite(leaf))
+        for leaf in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def _mean_over_devices(tree: Any, axis_name: str | None) -> Any:
+    return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
+
+
+def _select(ok: Array, new: Any, old: Any) -> Any:
+    return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+
+
+def make_train_step(
+    energy_fn: EnergyFn,
+    tx: optax.GradientTransformation,
+    *,
+    sampler: Callable[[Callable[[Array], Array]], SamplingAlgorithm],
+    num_chain_steps: int,
+    mode: str = "persistent",
+    reinit_prob: float = 0.05,
+    noise_fn: NoiseFn = replay.uniform_noise,
+    l2_coeff: float = 0.0,
+    data_noise: float = 0.0,
+    conditional: bool = False,
+    num_classes: int | None = None,
+    unroll: int | bool = 1,
+    axis_name: str | None = "data",
+) -> Callable[[TrainState, Mapping[str, Array]], tuple[TrainState, dict[str, Array]]]:
+    """Builds the per-device train step of a Langevin-trained EBM.
+
+    One step: perturb the data by ``data_noise``; start chains (``"persistent"``: from the replay
+    buffer with a ``reinit_prob`` fraction from ``noise_fn``, as IGEBM/JEM; ``"cd"``: at the
+    data, CD-k of Hinton 2002; ``"short_run"``: from ``noise_fn`` every step, Nijkamp et al. 2019);
+    run ``num_chain_steps`` sampler steps with the parameters held fixed; take the gradient of
+    ``contrastive_divergence`` (+ L2 on energies); average gradients and metrics over
+    ``axis_name``; apply ``tx``; write the chains back to the buffer. If the loss, a gradient,
+    the samples or the new parameters are not finite on any device, every leaf of the state
+    (parameters, optimizer, buffer) keeps its old value and ``num_nonfinite`` grows by one.
+
+    Args:
+      energy_fn: ``energy_fn(params, x[B, ...]) -> [B]`` (``(params, x, y)`` if ``conditional``).
+      tx: The optax optimizer.
+      sampler: ``energy_x -> SamplingAlgorithm``, e.g.
+        ``functools.partial(jaxebm.samplers.langevin, step_size=10., noise_scale=0.005)``.
+      num_chain_steps: Sampler steps per train step (IGEBM: 60, JEM: 20).
+      mode: ``"persistent"``, ``"cd"`` or ``"short_run"``.
+      reinit_prob: Fraction of buffer chains restarted from noise per step (persistent mode).
+      noise_fn: ``(key, shape) -> x`` for fresh chains.
+      l2_coeff: Weight of the L2 penalty on energies (IGEBM: 1.0).
+      data_noise: Std of Gaussian noise added to the data (``epsilon_data``; JEM: 0.03).
+      conditional: The energy takes labels: positives use the batch's ``"y"``, chains their
+        own labels (buffer labels, the batch labels in CD mode, uniform labels in short-run mode).
+      num_classes: Labels of fresh chains when ``conditional``.
+      unroll: ``lax.scan`` unroll factor of the chain.
+      axis_name: The device axis for collectives, ``None`` when the step runs on one device
+        outside ``shard_map``/``pmap``.
+
+    Returns:
+      ``train_step(state, batch) -> (state, metrics)``; ``batch = {"x": [B, ...]}`` (with
+      ``"y": [B]`` if conditional) is this device's share of the global batch. ``metrics`` hold
+      ``loss, energy_pos, energy_neg, energy_gap, grad_norm_x, param_grad_norm,
+      nonfinite_skipped, buffer_age_mean`` and ``acceptance`` for Metropolis samplers, all
+      averaged over devices.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if int(num_chain_steps) < 1:
+        raise ValueError(f"num_chain_steps must be >= 1, got {num_chain_steps}")
+    check_positive("data_noise", data_noise, allow_zero=True)
+    check_positive("l2_coeff", l2_coeff, allow_zero=True)
+    if not 0.0 <= float(reinit_prob) <= 1.0:
+        raise ValueError(f"reinit_prob must be in [0, 1], got {reinit_prob}")
+    if conditional and mode != "cd" and num_classes is None:
+        raise ValueError("a conditional model needs num_classes to label fresh chains")
+
+    def chain_starts(state, key, x_pos, y_pos):
+        key_start, key_label = jax.random.split(key)
+        if mode == "persistent":
+            if state.buffer is None:
+                raise ValueError("persistent mode needs a replay buffer in the train state")
+            drawn = replay.sample(
+                state.buffer,
+                key_start,
+                x_pos.shape[0],
+                reinit_prob,
+                noise_fn=noise_fn,
+                num_classes=num_classes if conditional else None,
+            )
+            return drawn.x, drawn.y, drawn
+        if mode == "cd":
+            return x_pos, y_pos, None
+        x0 = jnp.asarray(noise_fn(key_start, x_pos.shape), x_pos.dtype)
+        y0 = jax.random.randint(key_label, (x_pos.shape[0],), 0, num_classes or 1, jnp.int32)
+        return x0, y0, None
+
+    def train_step(state: TrainState, batch: Mapping[str, Array]):
+        key = jax.random.fold_in(state.key, state.step)
+        if axis_name is not None:
+            key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+        key_data, key_start, key_chain = jax.random.split(key, 3)
+        x_pos = jnp.asarray(batch["x"], jnp.float32)
+        y_pos = batch.get("y") if conditional else None
+        if data_noise:
+            x_pos = x_pos + data_noise * jax.random.normal(key_data, x_pos.shape, x_pos.dtype)
+
+        x0, y_neg, drawn = chain_starts(state, key_start, x_pos, y_pos)
+        # The chain sees the parameters as constants: no parameter gradient flows through it.
+        frozen = jax.lax.stop_gradient(state.params)
+        label_args = (y_neg,) if conditional else ()
+        kernel = sampler(lambda x: energy_fn(frozen, x, *label_args))
+        chain_state, info = run_chain(
+            kernel, key_chain, x0, num_chain_steps, trace=True, unroll=unroll
+        )
+        x_neg = jax.lax.stop_gradient(chain_state.x)
+
+        def loss_fn(params: Params):
+            energy_pos = energy_fn(params, x_pos, *((y_pos,) if conditional else ()))
+            energy_neg = energy_fn(params, x_neg, *label_args)
+            return contrastive_divergence(energy_pos, energy_neg, l2_coeff=l2_coeff)
+
+        params = state.params
+        if axis_name is not None:
+            # Differentiate w.r.t. this device's copy: under shard_map the gradient of a replicated
+            # input would otherwise arrive already summed over devices (and under pmap not), so
+            # the explicit pmean below gives the same mean gradient under both.
+            params = jax.lax.pcast(params, axis_name, to="varying")
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        grads = _mean_over_devices(grads, axis_name)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        buffer = state.buffer if drawn is None else replay.update(state.buffer, drawn, x_neg)
+
+        ok = jnp.isfinite(loss) & tree_is_finite((grads, params)) & tree_is_finite(x_neg)
+        if axis_name is not None:  # every device takes the same decision
+            ok = jax.lax.pmin(ok.astype(jnp.int32), axis_name) > 0
+        num_nonfinite = state.num_nonfinite + (~ok).astype(jnp.int32)
+
+        local = {
+            "loss": loss,
+            **aux,
+            "grad_norm_x": jnp.mean(info.grad_norm),
+        }
+        if hasattr(info, "acceptance_rate"):
+            local["acceptance"] = jnp.mean(info.acceptance_rate)
+        if state.buffer is not None:
+            local["buffer_age_mean"] = jnp.mean(_select(ok, buffer, state.buffer).age)
+        metrics = _mean_over_devices(local, axis_name)
+        metrics["param_grad_norm"] = optax.tree.norm(grads)
+        metrics["nonfinite_skipped"] = num_nonfinite
+        if "buffer_age_mean" not in metrics:
+            metrics["buffer_age_mean"] = jnp.zeros((), jnp.float32)
+
+        new_state = TrainState(
+            step=state.step + 1,
+            params=_select(ok, params, state.params),
+            opt_state=_select(ok, opt_state, state.opt_state),
+            buffer=_select(ok, buffer, state.buffer),
+            key=state.key,
+            num_nonfinite=num_nonfinite,
+        )
+        return new_state, metrics
+
+    return train_step
+
+
+def validate_batch(
+    batch: Mapping[str, Any],
+    *,
+    event_shape: tuple[int, ...] | None = None,
+    num_devices: int = 1,
+    check_finite: bool = True,
+) -> None:
+    """Checks a host batch at the boundary, before it reaches the compiled step.
+
+    Args:
+      batch: ``{"x": [B, ...], "y"?: [B]}``.
+      event_shape: The model's input shape per example, if known.
+      num_devices: The global batch must split evenly over this many devices.
+      check_finite: Also reject NaN/Inf values (a host-side check on NumPy data; device arrays
+        are checked only for shapes, to avoid a device-to-host copy).
+
+    Raises:
+      ValueError: With what was expected and what arrived.
+    """
+    if "x" not in batch:
+        raise ValueError(
+            f"a batch is a dict with key 'x' (and 'y' if conditional), got keys {list(batch)}"
+        )
+    x = batch["x"]
+    shape = tuple(np.shape(x))
+    if len(shape) < 2:
+        raise ValueError(f"batch['x'] must be [B, ...] with at least one event axis, got {shape}")
+    if event_shape is not None and shape[1:] != tuple(event_shape):
+        raise ValueError(
+            "data shape does not match the model input: expected "
+            f"[B, {', '.join(map(str, event_shape))}], got {list(shape)}"
+        )
+    for name, value in batch.items():
+        size = np.shape(value)[0] if np.ndim(value) else None
+        if size != shape[0]:
+            raise ValueError(f"batch['{name}'] has leading size {size}, batch['x'] has {shape[0]}")
+    if shape[0] % num_devices:
+        raise ValueError(
+            f"the global batch of {shape[0]} examples does not split over {num_devices} devices: "
+            f"use a batch size divisible by {num_devices}"
+        )
+    if check_finite and isinstance(x, np.ndarray) and not np.all(np.isfinite(x)):
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        raise ValueError(f"batch['x'] holds {bad} NaN/Inf values: clean the data before training")

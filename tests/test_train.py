@@ -1,0 +1,127 @@
+"""The train step: modes, metrics, the non-finite guard, validation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import assert_trees_equal, copy_tree, data_batch, tiny_setup
+
+import jaxebm
+
+EXPECTED_METRICS = {
+    "loss",
+    "energy_pos",
+    "energy_neg",
+    "energy_gap",
+    "grad_norm_x",
+    "param_grad_norm",
+    "nonfinite_skipped",
+    "buffer_age_mean",
+}
+
+
+@pytest.mark.parametrize("mode", ["persistent", "cd", "short_run"])
+def test_step_runs_in_every_mode_and_reports_metrics(mode):
+    state, step_fn, _, _ = tiny_setup(mode=mode, axis_name=None)
+    step = jax.jit(step_fn)
+    for t in range(3):
+        state, metrics = step(state, data_batch(t))
+    assert set(metrics) == EXPECTED_METRICS
+    assert int(state.step) == 3 and int(state.num_nonfinite) == 0
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    assert (state.buffer is None) == (mode != "persistent")
+
+
+def test_loss_is_contrastive_divergence_of_data_and_chain_samples():
+    # CD-k with zero noise is deterministic: rebuild the chain by hand and compare the loss.
+    state, step_fn, energy_fn, _ = tiny_setup(mode="cd", noise_scale=0.0, axis_name=None)
+    batch = data_batch(0)
+    _, metrics = jax.jit(step_fn)(copy_tree(state), batch)
+    x = jnp.asarray(batch["x"])
+    for _ in range(3):
+        x = x - 0.05 * jax.grad(lambda z: jnp.sum(energy_fn(state.params, z)))(x)
+    loss, aux = jaxebm.losses.contrastive_divergence(
+        energy_fn(state.params, batch["x"]), energy_fn(state.params, x)
+    )
+    # float32 chains of three steps agree to rounding (~1e-7 relative).
+    np.testing.assert_allclose(float(metrics["loss"]), float(loss), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(float(metrics["energy_gap"]), float(aux["energy_gap"]), atol=1e-6)
+
+
+def test_buffer_chains_are_written_back_and_age():
+    state, step_fn, _, _ = tiny_setup(
+        mode="persistent", capacity=32, reinit_prob=0.0, axis_name=None
+    )
+    step = jax.jit(step_fn)
+    before = np.asarray(state.buffer.x)
+    state, metrics = step(state, data_batch(0, batch_size=16))
+    moved = np.any(np.asarray(state.buffer.x) != before, axis=1)
+    assert moved.sum() == 16  # exactly the drawn chains moved
+    np.testing.assert_array_equal(np.asarray(state.buffer.age)[moved], 1)
+    np.testing.assert_array_equal(np.asarray(state.buffer.age)[~moved], 0)
+    assert float(metrics["buffer_age_mean"]) == pytest.approx(0.5)
+
+
+def nan_beyond(threshold):
+    """An energy that turns NaN for inputs far from the origin (a diverging model)."""
+
+    def wrap(energy_fn):
+        def energy(params, x, *args):
+            far = jnp.max(jnp.abs(x), axis=-1) > threshold
+            return jnp.where(far, jnp.nan, energy_fn(params, x, *args))
+
+        return energy
+
+    return wrap
+
+
+def test_nonfinite_step_is_skipped_and_state_unchanged():
+    state, step_fn, _, _ = tiny_setup(
+        mode="persistent", energy_wrapper=nan_beyond(50.0), axis_name=None
+    )
+    step = jax.jit(step_fn)
+    state, _ = step(state, data_batch(0))
+    before = copy_tree(state)
+    poisoned = data_batch(1)
+    poisoned["x"][0] = [100.0, 0.0]  # finite data, NaN energy
+    state, metrics = step(state, poisoned)
+    assert int(metrics["nonfinite_skipped"]) == 1
+    assert int(state.step) == int(before.step) + 1
+    assert_trees_equal(state.params, before.params)
+    assert_trees_equal(state.opt_state, before.opt_state)
+    assert_trees_equal(state.buffer, before.buffer)
+    # Training carries on: the next clean step updates the parameters again.
+    state, metrics = step(state, data_batch(2))
+    assert int(metrics["nonfinite_skipped"]) == 1
+    assert not np.array_equal(
+        np.asarray(state.params["params"]["Dense_0"]["kernel"]),
+        np.asarray(before.params["params"]["Dense_0"]["kernel"]),
+    )
+
+
+def test_validate_batch_messages():
+    with pytest.raises(ValueError, match=r"expected \[B, 2\], got \[4, 3\]"):
+        jaxebm.train.validate_batch({"x": np.zeros((4, 3))}, event_shape=(2,))
+    with pytest.raises(ValueError, match="NaN/Inf"):
+        jaxebm.train.validate_batch({"x": np.full((4, 2), np.nan)})
+    with pytest.raises(ValueError, match="does not split over 3 devices"):
+        jaxebm.train.validate_batch({"x": np.zeros((4, 2))}, num_devices=3)
+    with pytest.raises(ValueError, match="key 'x'"):
+        jaxebm.train.validate_batch({"images": np.zeros((4, 2))})
+    with pytest.raises(ValueError, match="leading size"):
+        jaxebm.train.validate_batch({"x": np.zeros((4, 2)), "y": np.zeros(3)})
+
+
+def test_make_train_step_rejects_bad_settings():
+    state, _, energy_fn, tx = tiny_setup(axis_name=None)
+    sampler = lambda e: jaxebm.samplers.langevin(e, 0.1)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        jaxebm.train.make_train_step(energy_fn, tx, sampler=sampler, num_chain_steps=2, mode="pcd")
+    with pytest.raises(ValueError, match="num_chain_steps"):
+        jaxebm.train.make_train_step(energy_fn, tx, sampler=sampler, num_chain_steps=0)
+    with pytest.raises(ValueError, match="reinit_prob"):
+        jaxebm.train.make_train_step(
+            energy_fn, tx, sampler=sampler, num_chain_steps=2, reinit_prob=1.5
+        )
+    with pytest.raises(ValueError, match="step_size must be > 0"):
+        jaxebm.samplers.langevin(lambda x: x.sum(-1), step_size=0.0)
