@@ -16,8 +16,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# The default EBM on built-in data: the 2-D toy config on two densities (~2 min each on 2 cores).
+TOY2D_DATASETS ?= 8gaussians rings
+
 run: $(STAMP)
-	$(PY) -m experiments.train --config=experiments/configs/toy2d.py --workdir=runs/toy2d
+	@for name in $(TOY2D_DATASETS); do \
+	  $(PY) -m experiments.train --config=experiments/configs/toy2d.py \
+	    --config.data.name=$$name --workdir=runs/toy2d-$$name || exit 1; \
+	done
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

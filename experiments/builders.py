@@ -125,7 +125,14 @@ def make_sampler(config: ml_collections.ConfigDict) -> Callable:
             bounds=bounds,
         )
     build(lambda x: jnp.sum(x, axis=-1))  # checks the hyperparameters now, not at compile time
-    return build
+    if not sampler.get("global_moves", False):
+        return build
+    # Each step adds an independence move proposed from the fresh-chain noise, so persistent
+    # chains jump between separated modes (jaxebm.samplers.independent_mh).
+    proposal = make_noise_fn(config)
+    return lambda energy_x: jaxebm.samplers.compose(
+        build(energy_x), jaxebm.samplers.independent_mh(energy_x, proposal, bounds=bounds)
+    )
 
 
 def make_noise_fn(config: ml_collections.ConfigDict) -> Callable:

@@ -26,8 +26,12 @@ from jaxebm import metrics, viz
 TASKS = ("all", "sample", "density")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "A run directory written by experiments.train.")
-flags.DEFINE_enum("task", "all", TASKS, "What to evaluate.")
+
+
+def define_flags():
+    """Command-line flags, defined only when run as a script so the module imports cleanly."""
+    flags.DEFINE_string("workdir", None, "A run directory written by experiments.train.")
+    flags.DEFINE_enum("task", "all", TASKS, "What to evaluate.")
 
 
 def sample_fresh(config, energy_x, key, num, event_shape):
@@ -126,4 +130,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

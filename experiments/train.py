@@ -19,6 +19,7 @@ import time
 import jax
 import ml_collections
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 import jaxebm
@@ -27,9 +28,14 @@ from experiments.writers import MetricWriter
 from jaxebm.data.pipeline import batch_at
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config file (path.py[:quick]).")
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and figures.")
-flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+def define_flags():
+    """Command-line flags, defined only when run as a script so the module imports cleanly."""
+    config_flags.DEFINE_config_file("config", None, "Experiment config file (path.py[:quick]).")
+    flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and figures.")
+    flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
 
 logger = logging.getLogger("experiments.train")
 
@@ -143,7 +149,9 @@ def main(argv):
     del argv
     if FLAGS.workdir is None or FLAGS.config is None:
         raise app.UsageError("--config and --workdir are required")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not FLAGS["verbosity"].present:  # orbax logs every save at INFO: keep the console readable
+        absl_logging.set_verbosity(absl_logging.WARNING)
+    logger.setLevel(logging.INFO)
     summary = train_and_evaluate(FLAGS.config, FLAGS.workdir, progress=FLAGS.progress)
     print(json.dumps(summary, indent=2))
     if "stopped_at" in summary:
@@ -151,4 +159,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

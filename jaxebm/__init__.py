@@ -1,20 +1,44 @@
 """jaxebm: energy-based models in JAX/Flax, as pure functions of arrays.
 
 Submodules: ``energy`` (energy functions and their combinators), ``nets`` (Flax networks),
-``samplers`` (Langevin, MALA, HMC kernels and chains), ``replay`` (persistent chains),
-``losses``, ``train`` (train state and step), ``parallel`` (data parallel over devices),
-``checkpoint`` (orbax), ``data``, ``metrics``, ``viz``.
+``samplers`` (Langevin, MALA, HMC, independence MH kernels and chains), ``replay``
+(persistent chains), ``losses``, ``train`` (train state and step), ``parallel`` (data parallel
+over devices), ``checkpoint`` (orbax), ``data``, ``metrics``, ``viz``.
 """
 
-from jaxebm import checkpoint, energy, losses, nets, parallel, replay, samplers, train
+from jaxebm import (
+    checkpoint,
+    data,
+    energy,
+    losses,
+    metrics,
+    nets,
+    parallel,
+    replay,
+    samplers,
+    train,
+    viz,
+)
 from jaxebm.energy import from_logits, from_module, from_nnx
-from jaxebm.samplers import SamplingAlgorithm, hmc, langevin, mala, masked, run_chain
+from jaxebm.samplers import (
+    SamplingAlgorithm,
+    compose,
+    hmc,
+    independent_mh,
+    langevin,
+    mala,
+    masked,
+    run_chain,
+)
 from jaxebm.train import TrainState, make_train_step
 
 __version__ = "0.1.0"
 
 __all__ = [
     "checkpoint",
+    "data",
+    "metrics",
+    "viz",
     "energy",
     "losses",
     "nets",
@@ -29,6 +53,8 @@ __all__ = [
     "langevin",
     "mala",
     "hmc",
+    "independent_mh",
+    "compose",
     "masked",
     "run_chain",
     "TrainState",

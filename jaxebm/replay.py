@@ -119,10 +119,22 @@ def sample(
 
     Returns:
       A ``ReplaySample``.
+
+    Raises:
+      ValueError: If ``batch_size`` is not in ``[1, capacity]``, or a concrete ``reinit_prob`` is
+        outside ``[0, 1]`` (``jax.random.bernoulli`` would silently saturate it).
     """
     capacity = buffer.x.shape[0]
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if batch_size > capacity:
         raise ValueError(f"cannot draw {batch_size} distinct chains from a buffer of {capacity}")
+    try:
+        probability = float(reinit_prob)
+    except (TypeError, jax.errors.ConcretizationTypeError):
+        probability = None  # traced (e.g. annealed inside the step): the caller's responsibility
+    if probability is not None and not 0.0 <= probability <= 1.0:
+        raise ValueError(f"reinit_prob must be in [0, 1], got {reinit_prob}")
     key_idx, key_reinit, key_x, key_y = jax.random.split(key, 4)
     # Distinct slots, so two chains of one batch never write back to the same place.
     idx = jax.random.choice(key_idx, capacity, (batch_size,), replace=False)

@@ -225,6 +225,9 @@ def make_train_step(
         }
         if hasattr(info, "acceptance_rate"):
             local["acceptance"] = jnp.mean(info.acceptance_rate)
+        for i, sub in enumerate(getattr(info, "infos", ())[1:], start=1):  # composed kernels
+            if hasattr(sub, "acceptance_rate"):
+                local[f"acceptance_{i}"] = jnp.mean(sub.acceptance_rate)
         if state.buffer is not None:
             local["buffer_age_mean"] = jnp.mean(_select(ok, buffer, state.buffer).age)
         metrics = _mean_over_devices(local, axis_name)

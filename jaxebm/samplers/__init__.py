@@ -1,8 +1,9 @@
 """Samplers: pure ``init``/``step`` kernels over a NamedTuple state, and chains that scan them."""
 
 from jaxebm.samplers.base import SamplerState, SamplingAlgorithm, clamp, clip_grad, energy_and_grad
-from jaxebm.samplers.chain import masked, run_chain
+from jaxebm.samplers.chain import ComposedInfo, compose, masked, run_chain
 from jaxebm.samplers.hmc import HMCInfo, hmc
+from jaxebm.samplers.independent import IMHInfo, independent_mh
 from jaxebm.samplers.langevin import LangevinInfo, langevin
 from jaxebm.samplers.mala import MALAInfo, mala
 
@@ -12,9 +13,13 @@ __all__ = [
     "LangevinInfo",
     "MALAInfo",
     "HMCInfo",
+    "IMHInfo",
+    "ComposedInfo",
     "langevin",
     "mala",
     "hmc",
+    "independent_mh",
+    "compose",
     "run_chain",
     "masked",
     "energy_and_grad",

@@ -180,5 +180,9 @@ def check_bounds(bounds: tuple[float, float] | None) -> None:
     """Raises a clear error unless ``bounds`` is ``None`` or ``(low, high)`` with ``low < high``."""
     if bounds is None:
         return
-    if len(bounds) != 2 or not float(bounds[0]) < float(bounds[1]):
+    try:
+        ok = len(bounds) == 2 and float(bounds[0]) < float(bounds[1])
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
         raise ValueError(f"bounds must be (low, high) with low < high, got {bounds}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from jaxebm.samplers.base import SamplerState, SamplingAlgorithm
 from jaxebm.types import ArrayLike, EnergyX, PRNGKey
 
-__all__ = ["run_chain", "masked"]
+__all__ = ["run_chain", "masked", "compose", "ComposedInfo"]
 
 
 def run_chain(
@@ -48,16 +48,19 @@ def run_chain(
     if int(num_steps) < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     state = x0 if isinstance(x0, tuple) else kernel.init(x0)
+    # One traced step serves both the scan body and the final step below: jit caches the trace
+    # per (function, shapes), so the energy is traced once for init and once for the steps.
+    step = jax.jit(kernel.step)
 
     def body(state, step_key):
-        state, info = kernel.step(step_key, state)
+        state, info = step(step_key, state)
         return state, info if trace else None
 
     keys = jax.random.split(key, int(num_steps))
     if trace:
         return jax.lax.scan(body, state, keys, unroll=unroll)
     state, _ = jax.lax.scan(body, state, keys[:-1], unroll=unroll)
-    return kernel.step(keys[-1], state)
+    return step(keys[-1], state)
 
 
 def masked(
@@ -99,3 +102,51 @@ def masked(
         return state._replace(x=fill(state.x)), info
 
     return SamplingAlgorithm(init, step)
+
+
+class ComposedInfo(NamedTuple):
+    """Diagnostics of a composed step: the first kernel's fields, then every kernel's own info.
+
+    Attributes:
+      energy: Energies after the whole composed step, ``[B]``.
+      grad_norm: The first kernel's gradient norms, ``[B]``.
+      acceptance_rate: The first kernel's acceptance (ones for unadjusted kernels), ``[B]``.
+      infos: Each kernel's info, in order.
+    """
+
+    energy: Any
+    grad_norm: Any
+    acceptance_rate: Any
+    infos: tuple
+
+
+def compose(*kernels: SamplingAlgorithm) -> SamplingAlgorithm:
+    """One step = one step of each kernel in turn (a deterministic scan of kernels).
+
+    Every kernel must keep the target ``exp(-E)`` invariant and share one state type (all of
+    ``jaxebm.samplers``' gradient-based kernels use ``SamplerState``); the composition then keeps
+    it invariant too. Repeat a kernel to weight it: ``compose(mala, mala, mala, imh)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxebm
+      >>> energy = lambda x: 0.5 * jnp.sum(x**2, -1)
+      >>> kernel = jaxebm.samplers.compose(
+      ...     jaxebm.samplers.mala(energy, 0.1),
+      ...     jaxebm.samplers.independent_mh(energy, jaxebm.replay.uniform_noise))
+      >>> state, info = jaxebm.samplers.run_chain(kernel, jax.random.key(0), jnp.zeros((8, 2)), 5)
+      >>> len(info.infos)
+      2
+    """
+    if not kernels:
+        raise ValueError("compose needs at least one kernel")
+
+    def step(key: PRNGKey, state: Any) -> tuple[Any, ComposedInfo]:
+        infos = []
+        for kernel, kernel_key in zip(kernels, jax.random.split(key, len(kernels)), strict=True):
+            state, info = kernel.step(kernel_key, state)
+            infos.append(info)
+        first = infos[0]
+        acceptance = getattr(first, "acceptance_rate", jnp.ones_like(first.energy))
+        return state, ComposedInfo(state.energy, first.grad_norm, acceptance, tuple(infos))
+
+    return SamplingAlgorithm(kernels[0].init, step)
