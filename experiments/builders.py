@@ -16,7 +16,7 @@ import jaxebm
 from jaxebm.data import toy
 
 SAMPLERS = ("langevin", "mala", "hmc")
-MODELS = ("mlp",)
+MODELS = ("mlp", "resnet", "conv")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "piecewise")
 SECTIONS = ("data", "model", "sampler", "buffer", "loss", "optim", "train", "checkpoint", "eval")
@@ -31,6 +31,7 @@ class Dataset(NamedTuple):
       event_shape: Shape of one example.
       bounds: ``(low, high)`` of the data box (plots, fresh chains), or ``None``.
       log_density: Exact log-density ``x[N, ...] -> [N]`` where known, else ``None``.
+      num_classes: Number of classes of labelled data (``"y"`` in the splits), else ``None``.
     """
 
     train: dict[str, np.ndarray]
@@ -38,6 +39,7 @@ class Dataset(NamedTuple):
     event_shape: tuple[int, ...]
     bounds: tuple[float, float] | None
     log_density: Callable[[Any], Any] | None
+    num_classes: int | None = None
 
 
 def _choose(kind: str, name: str, options: tuple[str, ...]) -> str:
@@ -92,13 +94,72 @@ def make_dataset(config: ml_collections.ConfigDict) -> Dataset:
     raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(toy.NAMES)}")
 
 
-def make_energy(config: ml_collections.ConfigDict, event_shape: tuple[int, ...]):
-    """The network and its energy function ``energy_fn(params, x) -> [B]``."""
-    _choose("model", config.model.name, MODELS)
-    module = jaxebm.nets.MLPEnergy(
-        hidden=tuple(config.model.hidden), quadratic=float(config.model.quadratic)
-    )
-    return module, jaxebm.energy.from_module(module)
+class Model(NamedTuple):
+    """A config's network as pure functions.
+
+    Attributes:
+      module: The Flax module.
+      energy_fn: ``energy_fn(variables, x[B, ...], *labels) -> [B]``.
+      update_model_state: ``(variables, x, *labels) -> model_state`` for networks with
+        non-trainable collections (spectral norm), else ``None``.
+      conditional: Whether the energy takes labels.
+      num_classes: Number of classes of a conditional energy, else ``None``.
+    """
+
+    module: Any
+    energy_fn: Callable
+    update_model_state: Callable | None
+    conditional: bool
+    num_classes: int | None
+
+    def init(self, key, event_shape: tuple[int, ...]):
+        """``(params, model_state)`` for inputs of ``event_shape`` (``model_state`` may be None)."""
+        x = jnp.zeros((1, *event_shape), jnp.float32)
+        labels = (jnp.zeros((1,), jnp.int32),) if self.conditional else ()
+        return jaxebm.energy.split_variables(self.module.init(key, x, *labels))
+
+
+def _activation(name: str):
+    options = {"swish": jax.nn.swish, "leaky_relu": jaxebm.nets.leaky_relu}
+    return options[_choose("activation", name, tuple(options))]
+
+
+def make_energy(config: ml_collections.ConfigDict, dataset: Dataset) -> Model:
+    """The network of ``config.model`` for ``dataset``, as a :class:`Model`."""
+    model = config.model
+    name = _choose("model", model.name, MODELS)
+    conditional = bool(model.get("conditional", False))
+    if conditional and not dataset.num_classes:
+        raise ValueError(f"model.conditional needs a labelled dataset; {dataset!r:.60} has none")
+    num_classes = dataset.num_classes if conditional else None
+    update = None
+    if name == "mlp":
+        if conditional:
+            raise ValueError("the mlp model is unconditional: set model.conditional=False")
+        module = jaxebm.nets.MLPEnergy(
+            hidden=tuple(model.hidden), quadratic=float(model.get("quadratic", 0.0))
+        )
+    elif name == "conv":
+        if conditional:
+            raise ValueError("the conv model is unconditional: use model.name='resnet'")
+        module = jaxebm.nets.ConvEnergy(
+            widths=tuple(model.widths),
+            strides=tuple(model.strides),
+            activation=_activation(model.activation),
+        )
+    else:
+        module = jaxebm.nets.ResNetEnergy(
+            widths=tuple(model.widths),
+            downsample=tuple(bool(d) for d in model.downsample) if model.downsample else None,
+            stem_width=int(model.stem_width),
+            activation=_activation(model.activation),
+            spectral_norm=bool(model.spectral_norm),
+            num_classes=num_classes,
+        )
+        if model.spectral_norm:
+            update = jaxebm.energy.state_updater(module, update_stats=True)
+    energy_fn = jaxebm.energy.from_module(module)
+    return Model(module, energy_fn, update, conditional, num_classes)
 
 
 def make_sampler(config: ml_collections.ConfigDict) -> Callable:
@@ -173,11 +234,14 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     return tx
 
 
-def make_train_step(config: ml_collections.ConfigDict, energy_fn, tx) -> Callable:
+def make_train_step(config: ml_collections.ConfigDict, model: Model, tx) -> Callable:
     """The per-device train step of ``jaxebm.train.make_train_step`` for this config."""
     return jaxebm.train.make_train_step(
-        energy_fn,
+        model.energy_fn,
         tx,
+        conditional=model.conditional,
+        num_classes=model.num_classes,
+        update_model_state=model.update_model_state,
         sampler=make_sampler(config),
         num_chain_steps=config.sampler.num_steps,
         mode=config.loss.mode,

@@ -45,10 +45,10 @@ def sample_fresh(config, energy_x, key, num, event_shape):
     return np.asarray(state.x)
 
 
-def evaluate_run(config, workdir, state, dataset, energy_fn, *, task: str = "all") -> dict:
+def evaluate_run(config, workdir, state, dataset, model, *, task: str = "all") -> dict:
     """Figures and numbers for a trained state; returns the summary dict."""
-    params = jax.device_get(state.params)
-    energy_x = jax.jit(lambda x: energy_fn(params, x))
+    variables = jax.device_get(jaxebm.energy.merge_variables(state.params, state.model_state))
+    energy_x = jax.jit(lambda x: model.energy_fn(variables, x))
     key = jax.random.fold_in(jax.random.key(config.train.seed), 10**6)
     summary: dict = {"dataset": config.data.name}
     bounds = dataset.bounds
@@ -105,24 +105,24 @@ def restore_run(workdir: str):
     from experiments.train import init_state
 
     dataset = builders.make_dataset(config)
-    module, energy_fn = builders.make_energy(config, dataset.event_shape)
+    model = builders.make_energy(config, dataset)
     tx = builders.make_optimizer(config)
     mesh = jaxebm.parallel.make_mesh(config.train.num_devices or None)
-    target = init_state(config, dataset, module, tx, mesh)
+    target = init_state(config, dataset, model, tx, mesh)
     manager = jaxebm.checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
     state = jaxebm.checkpoint.restore_latest(manager, target)
     manager.close()
     if state is None:
         raise FileNotFoundError(f"{workdir}/checkpoints holds no readable checkpoint")
-    return config, dataset, energy_fn, state
+    return config, dataset, model, state
 
 
 def main(argv):
     del argv
     if FLAGS.workdir is None:
         raise app.UsageError("--workdir is required")
-    config, dataset, energy_fn, state = restore_run(FLAGS.workdir)
-    summary = evaluate_run(config, FLAGS.workdir, state, dataset, energy_fn, task=FLAGS.task)
+    config, dataset, model, state = restore_run(FLAGS.workdir)
+    summary = evaluate_run(config, FLAGS.workdir, state, dataset, model, task=FLAGS.task)
     summary["steps"] = int(state.step)
     with open(os.path.join(FLAGS.workdir, f"eval_{FLAGS.task}.json"), "w") as file:
         json.dump(summary, file, indent=2)

@@ -40,20 +40,21 @@ def define_flags():
 logger = logging.getLogger("experiments.train")
 
 
-def init_state(config, dataset, module, tx, mesh):
+def init_state(config, dataset, model, tx, mesh):
     """The step-0 train state, placed on the mesh."""
     key = jax.random.key(config.train.seed)
     key_params, key_buffer, key_run = jax.random.split(key, 3)
-    params = module.init(key_params, jax.numpy.zeros((1, *dataset.event_shape), jax.numpy.float32))
+    params, model_state = model.init(key_params, dataset.event_shape)
     buffer = None
     if config.loss.mode == "persistent":
         buffer = jaxebm.replay.init(
             key_buffer,
             config.buffer.capacity,
             dataset.event_shape,
+            model.num_classes,
             noise_fn=builders.make_noise_fn(config),
         )
-    state = jaxebm.train.TrainState.create(params, tx, buffer, key_run)
+    state = jaxebm.train.TrainState.create(params, tx, buffer, key_run, model_state)
     return jaxebm.parallel.shard_state(state, mesh)
 
 
@@ -61,9 +62,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     """Trains (or resumes) the run in ``workdir``, then evaluates it; returns the summary dict."""
     builders.validate_config(config)
     dataset = builders.make_dataset(config)
-    module, energy_fn = builders.make_energy(config, dataset.event_shape)
+    model = builders.make_energy(config, dataset)
     tx = builders.make_optimizer(config)
-    train_step = builders.make_train_step(config, energy_fn, tx)
+    train_step = builders.make_train_step(config, model, tx)
     mesh = jaxebm.parallel.make_mesh(config.train.num_devices or None)
     num_devices = mesh.shape["data"]
     if config.train.batch_size % num_devices:
@@ -83,7 +84,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     with open(os.path.join(workdir, "config.json"), "w") as file:
         file.write(config.to_json_best_effort(indent=2))
 
-    state = init_state(config, dataset, module, tx, mesh)
+    state = init_state(config, dataset, model, tx, mesh)
     manager = jaxebm.checkpoint.make_manager(
         os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint.max_to_keep
     )
@@ -136,7 +137,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     train_seconds = time.perf_counter() - started
     if stop["signal"] is not None:
         return {"stopped_at": int(state.step), "signal": stop["signal"]}
-    summary = evaluate.evaluate_run(config, workdir, state, dataset, energy_fn)
+    summary = evaluate.evaluate_run(config, workdir, state, dataset, model)
     summary["train_seconds_this_process"] = round(train_seconds, 2)
     summary["steps"] = int(state.step)
     summary["num_devices"] = num_devices

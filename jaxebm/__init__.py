@@ -3,7 +3,8 @@
 Submodules: ``energy`` (energy functions and their combinators), ``nets`` (Flax networks),
 ``samplers`` (Langevin, MALA, HMC, independence MH kernels and chains), ``replay``
 (persistent chains), ``losses``, ``train`` (train state and step), ``parallel`` (data parallel
-over devices), ``checkpoint`` (orbax), ``data``, ``metrics``, ``viz``.
+over devices), ``checkpoint`` (orbax), ``data``, ``tasks`` (what EBMs are for), ``metrics``,
+``viz``.
 """
 
 from jaxebm import (
@@ -16,6 +17,7 @@ from jaxebm import (
     parallel,
     replay,
     samplers,
+    tasks,
     train,
     viz,
 )
@@ -45,6 +47,7 @@ __all__ = [
     "parallel",
     "replay",
     "samplers",
+    "tasks",
     "train",
     "from_module",
     "from_logits",

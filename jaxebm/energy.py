@@ -26,6 +26,9 @@ __all__ = [
     "temperature",
     "scale",
     "conditional",
+    "split_variables",
+    "merge_variables",
+    "state_updater",
 ]
 
 
@@ -66,6 +69,48 @@ def from_module(module: Any, *, method: Callable | str | None = None, **apply_kw
         return _per_example(out, x.shape[0])
 
     return energy_fn
+
+
+def split_variables(variables: Params) -> tuple[Params, Params | None]:
+    """Splits Flax ``variables`` into trained ``{"params": ...}`` and the other collections.
+
+    Returns:
+      ``(params, model_state)``; ``model_state`` is ``None`` when there is no other collection.
+
+    Example:
+      >>> split_variables({"params": {"w": 1.0}, "batch_stats": {"u": 2.0}})
+      ({'params': {'w': 1.0}}, {'batch_stats': {'u': 2.0}})
+    """
+    params = {"params": variables["params"]}
+    rest = {name: value for name, value in variables.items() if name != "params"}
+    return params, (rest or None)
+
+
+def merge_variables(params: Params, model_state: Params | None) -> Params:
+    """The inverse of :func:`split_variables`: what ``module.apply`` takes."""
+    if model_state is None:
+        return params
+    return {**params, **model_state}
+
+
+def state_updater(
+    module: Any, *, method: Callable | str | None = None, **apply_kwargs
+) -> Callable[..., Params]:
+    """``(variables, x, *args) -> model_state``: the module's non-parameter collections after
+    one application with ``apply_kwargs`` (e.g. ``update_stats=True`` for spectral norm).
+
+    The train step calls it once per parameter step (``make_train_step(update_model_state=...)``);
+    the energy used by the chains leaves these collections untouched.
+    """
+
+    def update(variables: Params, x: ArrayLike, *args) -> Params:
+        collections = [name for name in variables if name != "params"]
+        _, new = module.apply(
+            variables, jnp.asarray(x), *args, method=method, mutable=collections, **apply_kwargs
+        )
+        return {name: new[name] for name in collections}
+
+    return update
 
 
 def from_logits(module: Any, **apply_kwargs) -> Callable[..., Array]:

@@ -1,4 +1,4 @@
-"""Evaluation metrics: 2-D grid likelihoods, KDE baseline, AUROC, ECE, accuracy, FID-style and MMD.
+"""Evaluation metrics: 2-D grid likelihoods, KDE baseline, AUROC, ECE, accuracy, FID-style, IS, MMD.
 
 Conventions: log-likelihoods are in nats; energies are ``energy_x(x[B, ...]) -> [B]`` (lower = more
 likely); OOD scores are "higher = more out-of-distribution".
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +26,8 @@ __all__ = [
     "ece",
     "accuracy",
     "frechet_distance",
+    "fid_from_features",
+    "inception_score",
     "mmd",
 ]
 
@@ -472,3 +474,128 @@ def mmd(x: ArrayLike, y: ArrayLike, *, bandwidth: float) -> Array:
     within_x = (jnp.sum(k_xx) - jnp.trace(k_xx)) / (num_x * (num_x - 1))
     within_y = (jnp.sum(k_yy) - jnp.trace(k_yy)) / (num_y * (num_y - 1))
     return within_x + within_y - 2.0 * jnp.mean(k_xy)
+
+
+def _features_in_batches(feature_fn: Callable[[Array], Array], x: ArrayLike, batch_size: int):
+    """``feature_fn`` over ``x[N, ...]`` (device or host array), one compiled call per batch (the
+    last padded with copies of its first row), as float64 NumPy ``[N, D]``."""
+    x = x if isinstance(x, np.ndarray | jax.Array) else np.asarray(x)
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise ValueError(f"inputs must be a non-empty [N, ...] array, got shape {x.shape}")
+    size = min(int(batch_size), x.shape[0])
+    compiled = jax.jit(feature_fn)
+    parts = []
+    for start in range(0, x.shape[0], size):
+        batch = jnp.asarray(x[start : start + size])
+        count = batch.shape[0]
+        if count < size:
+            padding = jnp.broadcast_to(batch[:1], (size - count, *batch.shape[1:]))
+            batch = jnp.concatenate([batch, padding])
+        features = np.asarray(compiled(batch), np.float64)[:count]
+        parts.append(features.reshape(count, -1))
+    return np.concatenate(parts)
+
+
+def fid_from_features(
+    feature_fn: Callable[[Array], Array],
+    x_a: ArrayLike,
+    x_b: ArrayLike,
+    *,
+    batch_size: int = 256,
+) -> float:
+    """Fréchet distance between two sample sets in the feature space of ``feature_fn``.
+
+    Applies ``feature_fn`` to both sets in batches (one compiled call per batch, so the sets may
+    be host NumPy arrays larger than device memory) and calls :func:`frechet_distance`.
+
+    FID proper (Heusel et al. 2017) uses the 2048-d pool features of the TF InceptionV3; no
+    weights ship with jaxebm and nothing is downloaded. On a machine with internet, a Flax port
+    such as the ``jax-fid`` package (``pip install jax-fid``; it fetches pytorch-fid's
+    ``pt_inception-2015-12-05`` weights on first use and takes NHWC images in ``[-1, 1]``, the
+    jaxebm range) plugs in as::
+
+        import functools
+        from jax_fid import inception
+        model = inception.InceptionV3(pretrained=True)
+        weights = model.init(jax.random.key(0), jnp.ones((1, 299, 299, 3)))
+        apply_fn = functools.partial(model.apply, weights, train=False)
+
+        def feature_fn(x):  # [B, H, W, C] in [-1, 1] -> [B, 2048]
+            x = jax.image.resize(x, (x.shape[0], 299, 299, 3), "bilinear")
+            return apply_fn(x).reshape(x.shape[0], -1)
+
+    (grey-scale images need ``jnp.repeat(x, 3, axis=-1)`` first). Scores are comparable with
+    published ones only with that network, 299 x 299 inputs and 50k samples; small sets bias
+    FID upwards.
+
+    Args:
+      feature_fn: ``x[B, ...] -> features [B, D]`` (or ``[B, ...]``, flattened), jittable.
+      x_a: First set ``[N, ...]``, ``N >= 2``.
+      x_b: Second set ``[M, ...]``, ``M >= 2``.
+      batch_size: Inputs per call of ``feature_fn``.
+
+    Returns:
+      The distance, a Python float ``>= 0``.
+
+    Raises:
+      ValueError: If ``batch_size < 1``, a set is empty, or the features are not
+        ``[N, D]``/``[M, D]`` with ``N, M >= 2``.
+
+    Example:
+      >>> x = jax.random.normal(jax.random.key(0), (100, 4))
+      >>> round(fid_from_features(jnp.tanh, x, x, batch_size=32), 6)
+      0.0
+    """
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    features_a = _features_in_batches(feature_fn, x_a, batch_size)
+    features_b = _features_in_batches(feature_fn, x_b, batch_size)
+    return frechet_distance(features_a, features_b)
+
+
+def inception_score(probs: ArrayLike, *, num_splits: int = 10) -> tuple[float, float]:
+    """Inception score from class probabilities (Salimans et al. 2016).
+
+    ``IS = exp(mean_i KL(p(y | x_i) || p(y)))`` with ``p(y)`` the mean prediction, computed on
+    each of ``num_splits`` contiguous splits of the rows (10 as in Salimans et al.); the result
+    is the mean and standard deviation over splits. It lies in ``[1, C]``: 1 when every row
+    predicts the same distribution, ``C`` for confident predictions balanced over the classes.
+    For IS proper, ``probs`` are the TF InceptionV3's softmax outputs on 50k samples (see
+    :func:`fid_from_features` for plugging in that network); any classifier's probabilities
+    give the same statistic in its own classes.
+
+    Args:
+      probs: Predicted probabilities ``[N, C]`` (rows summing to 1), ``N >= num_splits``.
+      num_splits: Number of splits; rows are split as evenly as ``numpy.array_split`` does.
+
+    Returns:
+      ``(mean, std)`` over splits, Python floats.
+
+    Raises:
+      ValueError: If ``probs`` is not ``[N, C]`` with ``N >= num_splits >= 1``, or holds
+        negative values.
+
+    Example:
+      >>> inception_score(jnp.eye(4)[jnp.arange(40) % 4], num_splits=2)  # confident, balanced
+      (4.0, 0.0)
+    """
+    probs = np.asarray(probs, np.float64)
+    if int(num_splits) < 1:
+        raise ValueError(f"num_splits must be >= 1, got {num_splits}")
+    if probs.ndim != 2 or probs.shape[0] < num_splits or probs.shape[1] < 1:
+        raise ValueError(
+            f"probs must be [N, C] with N >= num_splits = {num_splits}, got shape {probs.shape}"
+        )
+    if np.any(probs < 0):
+        raise ValueError("probs must be non-negative")
+    scores = []
+    for part in np.array_split(probs, int(num_splits)):
+        marginal = part.mean(axis=0, keepdims=True)
+        # KL(p || m) = sum p (log p - log m), with 0 log 0 = 0; m >= p / n > 0 wherever p > 0.
+        positive = part > 0
+        log_ratio = np.log(np.where(positive, part, 1.0)) - np.log(
+            np.where(positive, marginal, 1.0)
+        )
+        kl = np.sum(np.where(positive, part * log_ratio, 0.0), axis=1)
+        scores.append(math.exp(float(np.mean(kl))))
+    return float(np.mean(scores)), float(np.std(scores))

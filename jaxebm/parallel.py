@@ -59,6 +59,7 @@ def state_specs(state: TrainState, axis_name: str = "data") -> TrainState:
         buffer=None if state.buffer is None else P(axis_name),
         key=P(),
         num_nonfinite=P(),
+        model_state=None if state.model_state is None else P(),
     )
 
 
@@ -134,10 +135,9 @@ def data_parallel(
       ``step(state, batch) -> (state, metrics)`` on global arrays; metrics are replicated.
     """
     num_devices = _num_devices(mesh, axis_name)
-    compiled: dict[bool, Callable] = {}
+    compiled: dict[tuple[bool, bool], Callable] = {}
 
-    def build(has_buffer: bool) -> Callable:
-        specs = TrainState(P(), P(), P(), P(axis_name) if has_buffer else None, P(), P())
+    def build(specs: TrainState) -> Callable:
         sharded = jax.shard_map(
             step_fn, mesh=mesh, in_specs=(specs, P(axis_name)), out_specs=(specs, P())
         )
@@ -147,10 +147,11 @@ def data_parallel(
         _check_buffer(state, num_devices)
         event_shape = None if state.buffer is None else tuple(state.buffer.x.shape[1:])
         validate_batch(batch, event_shape=event_shape, num_devices=num_devices, check_finite=False)
-        has_buffer = state.buffer is not None
-        if has_buffer not in compiled:
-            compiled[has_buffer] = build(has_buffer)
-        return compiled[has_buffer](state, batch)
+        specs = state_specs(state, axis_name)
+        signature = (state.buffer is None, state.model_state is None)
+        if signature not in compiled:
+            compiled[signature] = build(specs)
+        return compiled[signature](state, batch)
 
     return step
 

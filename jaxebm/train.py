@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 from jaxebm import replay
+from jaxebm.energy import merge_variables
 from jaxebm.losses import contrastive_divergence
 from jaxebm.samplers.base import SamplingAlgorithm, check_positive
 from jaxebm.samplers.chain import run_chain
@@ -39,6 +40,9 @@ class TrainState(NamedTuple):
       buffer: The ``ReplayBuffer`` of persistent chains, or ``None`` (CD-k and short-run modes).
       key: The run's PRNG key; step ``t`` on device ``d`` uses ``fold_in(fold_in(key, t), d)``.
       num_nonfinite: Steps skipped by the non-finite guard so far, int32 scalar.
+      model_state: Variables of the energy that are not trained by gradient, e.g. the
+        power-iteration vectors of spectral normalisation (a Flax ``{"batch_stats": ...}``), or
+        ``None``. The energy sees ``{**params, **model_state}``.
     """
 
     step: Array
@@ -47,6 +51,7 @@ class TrainState(NamedTuple):
     buffer: replay.ReplayBuffer | None
     key: PRNGKey
     num_nonfinite: Array
+    model_state: Params | None = None
 
     @classmethod
     def create(
@@ -55,8 +60,13 @@ class TrainState(NamedTuple):
         tx: optax.GradientTransformation,
         buffer: replay.ReplayBuffer | None,
         key: PRNGKey,
+        model_state: Params | None = None,
     ) -> TrainState:
         """A fresh state at step 0.
+
+        For a Flax module with non-trainable collections, split its variables:
+        ``params = {"params": variables["params"]}`` and ``model_state`` the rest (see
+        ``jaxebm.energy.split_variables``).
 
         Example:
           >>> import jax, optax, jaxebm
@@ -72,6 +82,7 @@ class TrainState(NamedTuple):
             buffer=buffer,
             key=key,
             num_nonfinite=jnp.zeros((), jnp.int32),
+            model_state=model_state,
         )
 
 
@@ -108,6 +119,7 @@ def make_train_step(
     num_classes: int | None = None,
     unroll: int | bool = 1,
     axis_name: str | None = "data",
+    update_model_state: Callable[..., Params] | None = None,
 ) -> Callable[[TrainState, Mapping[str, Array]], tuple[TrainState, dict[str, Array]]]:
     """Builds the per-device train step of a Langevin-trained EBM.
 
@@ -137,6 +149,10 @@ def make_train_step(
       unroll: ``lax.scan`` unroll factor of the chain.
       axis_name: The device axis for collectives, ``None`` when the step runs on one device
         outside ``shard_map``/``pmap``.
+      update_model_state: ``(variables, x[1, ...], *labels) -> model_state``, run once per step
+        before the loss when the state has a ``model_state`` (e.g.
+        ``jaxebm.energy.state_updater(module, update_stats=True)`` for spectral norm). The chain
+        and the loss see ``{**params, **model_state}``.
 
     Returns:
       ``train_step(state, batch) -> (state, metrics)``; ``batch = {"x": [B, ...]}`` (with
@@ -188,7 +204,7 @@ def make_train_step(
 
         x0, y_neg, drawn = chain_starts(state, key_start, x_pos, y_pos)
         # The chain sees the parameters as constants: no parameter gradient flows through it.
-        frozen = jax.lax.stop_gradient(state.params)
+        frozen = jax.lax.stop_gradient(merge_variables(state.params, state.model_state))
         label_args = (y_neg,) if conditional else ()
         kernel = sampler(lambda x: energy_fn(frozen, x, *label_args))
         chain_state, info = run_chain(
@@ -196,9 +212,20 @@ def make_train_step(
         )
         x_neg = jax.lax.stop_gradient(chain_state.x)
 
+        model_state = state.model_state
+        if update_model_state is not None and model_state is not None:
+            # Only here, once per parameter step, never inside the chain (e.g. one power iteration
+            # of spectral normalisation). The update depends on the weights alone, so a constant
+            # input keeps it identical, and replicated, on every device.
+            probe = jnp.zeros((1,) + x_pos.shape[1:], x_pos.dtype)
+            probe_args = (jnp.zeros((1,), jnp.int32),) if conditional else ()
+            variables = jax.lax.stop_gradient(merge_variables(state.params, model_state))
+            model_state = update_model_state(variables, probe, *probe_args)
+
         def loss_fn(params: Params):
-            energy_pos = energy_fn(params, x_pos, *((y_pos,) if conditional else ()))
-            energy_neg = energy_fn(params, x_neg, *label_args)
+            variables = merge_variables(params, model_state)
+            energy_pos = energy_fn(variables, x_pos, *((y_pos,) if conditional else ()))
+            energy_neg = energy_fn(variables, x_neg, *label_args)
             return contrastive_divergence(energy_pos, energy_neg, l2_coeff=l2_coeff)
 
         params = state.params
@@ -213,7 +240,8 @@ def make_train_step(
         params = optax.apply_updates(state.params, updates)
         buffer = state.buffer if drawn is None else replay.update(state.buffer, drawn, x_neg)
 
-        ok = jnp.isfinite(loss) & tree_is_finite((grads, params)) & tree_is_finite(x_neg)
+        ok = jnp.isfinite(loss) & tree_is_finite((grads, params, model_state))
+        ok = ok & tree_is_finite(x_neg)
         if axis_name is not None:  # every device takes the same decision
             ok = jax.lax.pmin(ok.astype(jnp.int32), axis_name) > 0
         num_nonfinite = state.num_nonfinite + (~ok).astype(jnp.int32)
@@ -243,6 +271,7 @@ def make_train_step(
             buffer=_select(ok, buffer, state.buffer),
             key=state.key,
             num_nonfinite=num_nonfinite,
+            model_state=_select(ok, model_state, state.model_state),
         )
         return new_state, metrics
 

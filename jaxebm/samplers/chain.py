@@ -32,8 +32,9 @@ def run_chain(
       num_steps: Number of steps (static).
       trace: If ``True``, return the info of every step stacked on a leading ``[num_steps]``
         axis; otherwise the info of the last step.
-      unroll: ``lax.scan`` unroll factor; on XLA:CPU a convolutional chain can run faster
-        unrolled (see ``docs/benchmarks.md``).
+      unroll: ``lax.scan`` unroll factor. Convolutional energies should use
+        ``jaxebm.nets.Conv``, with which the rolled scan is the fastest form on XLA:CPU too
+        (``docs/benchmarks.md``).
 
     Returns:
       ``(state, info)``: the final state and the last (or every) step's info.

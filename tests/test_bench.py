@@ -1,0 +1,122 @@
+"""scripts/bench.py --quick runs and prints the JSON lines it documents, with positive figures."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
+
+# A stand-in for the blackjax peer (shared/peers/blackjax_mala.py): its output format, no blackjax.
+FAKE_PEER = textwrap.dedent(
+    """
+    import json
+    for kernel, rate in (("mala", 1.0e6), ("sgld", 1.2e6), ("jax_ula", 1.3e6)):
+        print(json.dumps({
+            "peer": "plain_jax" if kernel == "jax_ula" else "blackjax", "kernel": kernel,
+            "jax": "0", "blackjax": "0", "chains": 256, "steps": 10, "chain_steps_per_s": rate,
+            "first_call_s": 0.5, "accept_rate": 0.9, "matmul_flops_per_chain_step": 67072,
+        }))
+    """
+)
+
+
+def run_bench(*args, cwd):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run(
+        [sys.executable, str(BENCH), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+        check=False,
+    )
+
+
+def positive(value):
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def test_quick_bench_prints_every_figure(tmp_path):
+    peer = tmp_path / "peer.py"
+    peer.write_text(FAKE_PEER)
+    out = tmp_path / "bench.jsonl"
+    args = ["--quick", "--out", str(out), "--blackjax-python", sys.executable]
+    done = run_bench(*args, "--peer-script", str(peer), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert out.read_text().splitlines() == done.stdout.splitlines()
+
+    machine = lines[0]
+    assert machine["kind"] == "machine" and machine["backend"] == "cpu"
+    for key in (
+        "jax",
+        "jaxlib",
+        "flax",
+        "device_kind",
+        "cpu_count",
+        "cpus_usable",
+        "loadavg_start",
+    ):
+        assert key in machine, key
+    assert lines[-1]["kind"] == "done" and lines[-1]["all_positive_finite"] is True
+
+    figures = {line["name"]: line for line in lines if line["kind"] == "figure"}
+    expected = {
+        "peak": "gflops_per_s",
+        "mlp_ula": "chain_steps_per_s",
+        "mlp_mala": "chain_steps_per_s",
+        "plain_jax_ula": "chain_steps_per_s",
+        "blackjax_mala": "chain_steps_per_s",
+        "blackjax_sgld": "chain_steps_per_s",
+        "peer_plain_jax_ula": "chain_steps_per_s",
+        "conv_scan_nn": "steps_per_s",
+        "conv_scan": "steps_per_s",
+        "conv_loop_nn": "steps_per_s",
+        "conv_loop": "steps_per_s",
+        "conv_unrolled_nn": "steps_per_s",
+        "conv_unrolled": "steps_per_s",
+        "train_mlp": "iterations_per_s",
+        "train_conv": "iterations_per_s",
+        "train_conv_nn": "iterations_per_s",
+    }
+    assert set(figures) == set(expected)
+    for name, unit in expected.items():
+        figure = figures[name]
+        assert figure["unit"] == unit, name
+        assert positive(figure["value"]) and figure["value"] == figure[unit], name
+        assert len(figure["rounds"]) == 1 and all(map(positive, figure["rounds"])), name
+        assert positive(figure["compile_s"]), name
+    for name in ("mlp_ula", "mlp_mala", "plain_jax_ula", "conv_scan", "conv_loop_nn"):
+        figure = figures[name]
+        for key in ("flops_per_call_xla", "gflops_per_s_xla", "share_of_peak_xla"):
+            assert positive(figure[key]), (name, key)
+        assert figure["finite"] is not False
+    for name in ("conv_scan", "conv_loop"):
+        assert positive(figures[name]["sample_steps_per_s"])
+    assert positive(figures["train_conv"]["flops_per_call_xla"])
+    assert figures["mlp_mala"]["finite"] and 0 <= figures["mlp_mala"]["accept_rate"] <= 1
+
+    ratios = {line["name"]: line for line in lines if line["kind"] == "ratio"}
+    for name in (
+        "jaxebm_mala_over_blackjax_mala",
+        "jaxebm_ula_over_plain_jax_ula",
+        "conv_scan_over_loop_before",
+        "conv_scan_over_loop_after",
+        "conv_scan_after_over_before",
+        "conv_scan_over_unrolled_after",
+        "train_conv_after_over_before",
+    ):
+        assert positive(ratios[name]["value"]), name
+    mala = ratios["jaxebm_mala_over_blackjax_mala"]
+    assert math.isclose(mala["value"], figures["mlp_mala"]["value"] / 1.0e6)
+
+
+def test_unknown_name_is_refused(tmp_path):
+    done = run_bench("--only", "nope", cwd=tmp_path)
+    assert done.returncode != 0
+    assert "--only: unknown name 'nope'" in done.stderr
