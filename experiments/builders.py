@@ -13,20 +13,24 @@ import numpy as np
 import optax
 
 import jaxebm
-from jaxebm.data import toy
+from jaxebm.data import digits, toy
+from jaxebm.data import tfds as tfds_data
 
 SAMPLERS = ("langevin", "mala", "hmc")
-MODELS = ("mlp", "resnet", "conv")
+MODELS = ("mlp", "resnet", "conv", "wideresnet")
+OBJECTIVES = ("cd", "jem")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "piecewise")
+DATASETS = (*toy.NAMES, "digits", *tfds_data.NAMES)
 SECTIONS = ("data", "model", "sampler", "buffer", "loss", "optim", "train", "checkpoint", "eval")
 
 
 class Dataset(NamedTuple):
-    """Host arrays of one experiment's data.
+    """Host data of one experiment.
 
     Attributes:
-      train: ``{"x": [N, ...], "y"?: [N]}``.
+      train: ``{"x": [N, ...], "y"?: [N]}``, or a lazy source (``jaxebm.data.tfds.ImageSource``)
+        read through ``jaxebm.data.pipeline.batch_at``.
       test: Same layout, held out.
       event_shape: Shape of one example.
       bounds: ``(low, high)`` of the data box (plots, fresh chains), or ``None``.
@@ -34,7 +38,7 @@ class Dataset(NamedTuple):
       num_classes: Number of classes of labelled data (``"y"`` in the splits), else ``None``.
     """
 
-    train: dict[str, np.ndarray]
+    train: Any
     test: dict[str, np.ndarray]
     event_shape: tuple[int, ...]
     bounds: tuple[float, float] | None
@@ -58,6 +62,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _choose("optimizer", config.optim.name, OPTIMIZERS)
     _choose("learning-rate schedule", config.optim.schedule, SCHEDULES)
     _choose("training mode", config.loss.mode, jaxebm.train.MODES)
+    objective = _choose("objective", config.loss.get("objective", "cd"), OBJECTIVES)
+    if (objective == "jem") != (config.model.name == "wideresnet"):
+        raise ValueError(
+            "loss.objective='jem' trains a classifier's logits: use it with "
+            f"model.name='wideresnet' (got objective {objective!r}, model {config.model.name!r})"
+        )
+    if objective == "jem" and config.loss.mode != "persistent":
+        raise ValueError(f"loss.objective='jem' uses persistent chains, got {config.loss.mode!r}")
     for name, value in [
         ("sampler.step_size", config.sampler.step_size),
         ("optim.learning_rate", config.optim.learning_rate),
@@ -78,7 +90,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def make_dataset(config: ml_collections.ConfigDict) -> Dataset:
-    """Builds the experiment's data on the host (offline sets only need no download)."""
+    """Builds the experiment's data on the host (offline sets only need no download).
+
+    ``data.labels_per_class`` (semi-supervised) and ``data.target_domain`` (domain adaptation)
+    turn a labelled set into the masked splits of ``jaxebm.data.transfer`` (see there).
+    """
+    if config.data.get("labels_per_class", 0) or config.data.get("target_domain", ""):
+        plain = ml_collections.ConfigDict(config.to_dict())
+        plain.data.labels_per_class = 0
+        plain.data.target_domain = ""
+        return _transfer_dataset(config, make_dataset(plain))
     name = config.data.name
     if name in toy.NAMES:
         key_train, key_test = jax.random.split(jax.random.key(config.data.seed))
@@ -91,7 +112,94 @@ def make_dataset(config: ml_collections.ConfigDict) -> Dataset:
             bounds=tuple(float(b) for b in toy.bounds(name)),
             log_density=functools.partial(toy.log_density, name),
         )
-    raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(toy.NAMES)}")
+    if name == "digits":
+        # The split is fixed (digits.load's default seed), so every run evaluates on the same test
+        # images; config.data.seed only orders the training batches.
+        return Dataset(
+            train=digits.load("train"),
+            test=digits.load("test"),
+            event_shape=digits.EVENT_SHAPE,
+            bounds=(-1.0, 1.0),
+            log_density=None,
+            num_classes=digits.NUM_CLASSES,
+        )
+    if name in tfds_data.NAMES:
+        # Training reads lazily (only each step's examples are decoded); the first data.num_test
+        # test examples are held in memory for evaluation.
+        image_size = config.data.get("image_size", None)
+        data_dir = config.data.get("data_dir", None) or None
+        train = tfds_data.load(name, "train", data_dir=data_dir, image_size=image_size)
+        test = tfds_data.load(name, "test", data_dir=data_dir, image_size=image_size)
+        return Dataset(
+            train=train,
+            test=tfds_data.materialize(test, num=config.data.get("num_test", 10_000)),
+            event_shape=train.event_shape,
+            bounds=(-1.0, 1.0),
+            log_density=None,
+            num_classes=train.spec.num_classes,
+        )
+    raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+
+
+def quantization_levels(name: str) -> int | None:
+    """Number of pixel values of an image set (for dequantisation), ``None`` for continuous data."""
+    if name == "digits":
+        return digits.LEVELS
+    if name in tfds_data.NAMES:
+        return tfds_data.LEVELS
+    return None
+
+
+def train_batch(config: ml_collections.ConfigDict, dataset: Dataset, step: int) -> dict:
+    """This host's batch of ``step``: a fixed function of ``(data.seed, step)``, so a resumed run
+    sees the same data.
+
+    Each host reads only its share of the global batch (``jaxebm.data.pipeline.process_share`` of
+    the batch's indices). With ``data.dequantize`` the images get uniform dequantisation noise
+    (``jaxebm.data.pipeline.dequantize``) drawn from ``(data.seed, step, process index)``.
+
+    Args:
+      config: The experiment config (``data.seed``, ``data.dequantize``, ``train.batch_size``).
+      dataset: From :func:`make_dataset`.
+      step: Global step.
+
+    Returns:
+      ``{"x": [B / hosts, ...], "y"?: [B / hosts]}``.
+    """
+    pipeline = jaxebm.data.pipeline
+    seed = int(config.data.get("seed", 0))
+    index = pipeline.batch_indices(
+        pipeline.num_examples(dataset.train), step, config.train.batch_size, seed=seed
+    )
+    batch = pipeline.take(dataset.train, pipeline.process_share(index))
+    if config.data.get("dequantize", False):
+        levels = quantization_levels(config.data.name)
+        if levels is None:
+            raise ValueError(f"data.dequantize needs an image set; {config.data.name!r} is not one")
+        rng = np.random.default_rng([seed, int(step), jax.process_index()])
+        batch["x"] = pipeline.dequantize(rng, batch["x"], levels=levels)
+    return batch
+
+
+def _transfer_dataset(config: ml_collections.ConfigDict, dataset: Dataset) -> Dataset:
+    """Masks labels (semi-supervised) or shifts half the training set and the test set (domain
+    adaptation); the label subset and the shift's noise are fixed by ``data.seed``."""
+    if not dataset.num_classes:
+        raise ValueError(f"{config.data.name!r} has no labels to mask or adapt")
+    seed = int(config.data.seed)
+    train, test = dataset.train, dataset.test
+    if config.data.get("target_domain", ""):
+        shift = config.data.target_domain
+        train = jaxebm.data.transfer.adaptation_split(train, shift, seed=seed)
+        # The test set is the target domain (other noise than the training half's).
+        test = {**test, "x": jaxebm.data.transfer.shift_domain(test["x"], shift, seed=seed + 1)}
+        if config.data.get("labels_per_class", 0):
+            raise ValueError("data.labels_per_class and data.target_domain do not combine")
+    else:
+        train = jaxebm.data.transfer.semi_supervised(
+            train, int(config.data.labels_per_class), seed=seed
+        )
+    return dataset._replace(train=train, test=test)
 
 
 class Model(NamedTuple):
@@ -103,7 +211,9 @@ class Model(NamedTuple):
       update_model_state: ``(variables, x, *labels) -> model_state`` for networks with
         non-trainable collections (spectral norm), else ``None``.
       conditional: Whether the energy takes labels.
-      num_classes: Number of classes of a conditional energy, else ``None``.
+      num_classes: Number of classes of a conditional energy or a classifier, else ``None``.
+      logits_fn: ``logits_fn(variables, x[B, ...]) -> [B, C]`` of a classifier (JEM), else
+        ``None``; its ``energy_fn`` is then ``jaxebm.energy.from_logits``, ``E(x)`` or ``E(x, y)``.
     """
 
     module: Any
@@ -111,6 +221,7 @@ class Model(NamedTuple):
     update_model_state: Callable | None
     conditional: bool
     num_classes: int | None
+    logits_fn: Callable | None = None
 
     def init(self, key, event_shape: tuple[int, ...]):
         """``(params, model_state)`` for inputs of ``event_shape`` (``model_state`` may be None)."""
@@ -133,6 +244,19 @@ def make_energy(config: ml_collections.ConfigDict, dataset: Dataset) -> Model:
         raise ValueError(f"model.conditional needs a labelled dataset; {dataset!r:.60} has none")
     num_classes = dataset.num_classes if conditional else None
     update = None
+    if name == "wideresnet":
+        # A classifier: E(x) = -logsumexp f(x), E(x, y) = -f(x)[y] (JEM); its input carries no
+        # label, so Model.init and the chains treat it as unconditional.
+        if not dataset.num_classes:
+            raise ValueError("the wideresnet model is a classifier: it needs a labelled dataset")
+        module = jaxebm.nets.WideResNet(
+            depth=int(model.depth),
+            widen_factor=int(model.widen_factor),
+            num_classes=int(dataset.num_classes),
+            activation=_activation(model.activation),
+        )
+        energy_fn = jaxebm.energy.from_logits(module)
+        return Model(module, energy_fn, None, False, dataset.num_classes, module.apply)
     if name == "mlp":
         if conditional:
             raise ValueError("the mlp model is unconditional: set model.conditional=False")
@@ -231,11 +355,32 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
         tx = optax.sgd(learning_rate, momentum=optim.b1)
     if optim.grad_clip_norm:
         tx = optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), tx)
+    recovery = config.get("recovery")
+    if recovery is not None and recovery.get("enabled", False):
+        # Self-healing runs lower the rate on rollback through a factor kept in the optimizer
+        # state (saved with it); configs without recovery keep the state they always had.
+        tx = optax.chain(tx, jaxebm.recovery.learning_rate_multiplier())
     return tx
 
 
 def make_train_step(config: ml_collections.ConfigDict, model: Model, tx) -> Callable:
-    """The per-device train step of ``jaxebm.train.make_train_step`` for this config."""
+    """The per-device train step for this config: ``jaxebm.train.make_train_step`` (``loss.
+    objective="cd"``, the default) or ``jaxebm.train.make_jem_step`` (``"jem"``)."""
+    if config.loss.get("objective", "cd") == "jem":
+        return jaxebm.train.make_jem_step(
+            model.logits_fn,
+            tx,
+            sampler=make_sampler(config),
+            num_chain_steps=config.sampler.num_steps,
+            reinit_prob=config.buffer.reinit_prob,
+            noise_fn=make_noise_fn(config),
+            data_noise=config.loss.data_noise,
+            gen_weight=float(config.loss.gen_weight),
+            pxy_weight=float(config.loss.get("pxy_weight", 0.0)),
+            num_classes=model.num_classes,
+            l2_coeff=config.loss.l2_coeff,
+            unroll=config.sampler.unroll,
+        )
     return jaxebm.train.make_train_step(
         model.energy_fn,
         tx,

@@ -1,9 +1,15 @@
-r"""Evaluates a trained run: samples, density plots, log-likelihoods.
+r"""Evaluates a trained run: what the model is for, as figures and numbers.
 
   python -m experiments.evaluate --workdir=runs/toy2d [--task=all]
+  python -m experiments.evaluate --workdir=runs/digits --task=inpaint
 
-Reads the run's config.json and latest checkpoint; writes PNG figures and summary.json into the
-workdir. ``experiments.train`` calls ``evaluate_run`` when training finishes.
+2-D runs: ``density`` (test log-likelihood on a grid, density plot) and ``sample``. Image runs:
+``generate``, ``inpaint``, ``denoise``, ``cross_class``, ``compose``, ``ood``, ``classify``,
+``attack`` (experiments/image_eval.py); JEM classifiers: ``jem_classify``, ``jem_ood``,
+``jem_attack``, ``jem_samples`` (experiments/jem_eval.py); ``all`` runs the config's
+``eval.tasks``. Reads the run's config.json and latest checkpoint; writes PNG figures and
+``eval_<task>.json`` into the workdir. ``experiments.train`` calls ``evaluate_run`` when training
+finishes.
 """
 
 from __future__ import annotations
@@ -19,11 +25,11 @@ import numpy as np
 from absl import app, flags
 
 import jaxebm
-from experiments import builders
+from experiments import builders, image_eval, jem_eval
 from experiments.writers import read_metrics
 from jaxebm import metrics, viz
 
-TASKS = ("all", "sample", "density")
+TASKS = ("all", "sample", "density", *image_eval.TASKS, *jem_eval.TASKS)
 
 FLAGS = flags.FLAGS
 
@@ -47,6 +53,8 @@ def sample_fresh(config, energy_x, key, num, event_shape):
 
 def evaluate_run(config, workdir, state, dataset, model, *, task: str = "all") -> dict:
     """Figures and numbers for a trained state; returns the summary dict."""
+    if len(dataset.event_shape) == 3:
+        return evaluate_images(config, workdir, state, dataset, model, task=task)
     variables = jax.device_get(jaxebm.energy.merge_variables(state.params, state.model_state))
     energy_x = jax.jit(lambda x: model.energy_fn(variables, x))
     key = jax.random.fold_in(jax.random.key(config.train.seed), 10**6)
@@ -88,6 +96,31 @@ def evaluate_run(config, workdir, state, dataset, model, *, task: str = "all") -
             os.path.join(workdir, "metrics.png"),
             rows,
             ["loss", "energy_gap", "grad_norm_x", "acceptance", "param_grad_norm"],
+        )
+    summary["eval_seconds"] = round(time.perf_counter() - started, 2)
+    return summary
+
+
+def evaluate_images(config, workdir, state, dataset, model, *, task: str = "all") -> dict:
+    """The image tasks of ``experiments.image_eval`` (``all``: the config's ``eval.tasks``)."""
+    if task in ("sample", "density"):
+        raise ValueError(f"task {task!r} is for 2-D runs; image runs have {image_eval.TASKS}")
+    names = tuple(config.eval.tasks) if task == "all" else (task,)
+    started = time.perf_counter()
+    run = image_eval.make_run(config, workdir, state, dataset, model)
+    jem_names = tuple(name for name in names if name in jem_eval.FUNCTIONS)
+    image_names = tuple(name for name in names if name not in jem_eval.FUNCTIONS)
+    summary: dict = {
+        "dataset": config.data.name,
+        **image_eval.run_tasks(run, image_names),
+        **jem_eval.run_tasks(run, jem_names),
+    }
+    rows = read_metrics(workdir)
+    if rows:
+        viz.plot_metrics(
+            os.path.join(workdir, "metrics.png"),
+            rows,
+            ["loss", "energy_gap", "energy_pos", "grad_norm_x", "param_grad_norm"],
         )
     summary["eval_seconds"] = round(time.perf_counter() - started, 2)
     return summary

@@ -3,8 +3,8 @@
 Submodules: ``energy`` (energy functions and their combinators), ``nets`` (Flax networks),
 ``samplers`` (Langevin, MALA, HMC, independence MH kernels and chains), ``replay``
 (persistent chains), ``losses``, ``train`` (train state and step), ``parallel`` (data parallel
-over devices), ``checkpoint`` (orbax), ``data``, ``tasks`` (what EBMs are for), ``metrics``,
-``viz``.
+over devices), ``checkpoint`` (orbax), ``recovery`` (self-healing training), ``data``,
+``tasks`` (what EBMs are for), ``metrics``, ``viz``.
 """
 
 from jaxebm import (
@@ -15,6 +15,7 @@ from jaxebm import (
     metrics,
     nets,
     parallel,
+    recovery,
     replay,
     samplers,
     tasks,
@@ -45,6 +46,7 @@ __all__ = [
     "losses",
     "nets",
     "parallel",
+    "recovery",
     "replay",
     "samplers",
     "tasks",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from jaxebm.types import Array, ArrayLike
 
-__all__ = ["contrastive_divergence"]
+__all__ = ["contrastive_divergence", "jem_loss"]
 
 
 def contrastive_divergence(
@@ -49,3 +50,144 @@ def contrastive_divergence(
     if not isinstance(l2_coeff, int | float) or l2_coeff:
         loss = loss + l2_coeff * (jnp.mean(energy_pos**2) + jnp.mean(energy_neg**2))
     return loss, {"energy_pos": mean_pos, "energy_neg": mean_neg, "energy_gap": mean_neg - mean_pos}
+
+
+def _is_zero(weight: float | Array) -> bool:
+    """A concrete zero weight; a traced one (annealed, or the loss under ``jit``) never is."""
+    return isinstance(weight, int | float) and not weight
+
+
+def _masked_mean(values: Array, mask: Array, count: ArrayLike | None) -> Array:
+    """``sum(mask * values) / count``; ``count`` defaults to ``sum(mask)``, at least 1."""
+    count = jnp.sum(mask) if count is None else jnp.asarray(count, jnp.float32)
+    return jnp.sum(mask * values) / jnp.maximum(count, 1.0)
+
+
+def _mask(mask: ArrayLike | None, size: int, name: str) -> Array:
+    if mask is None:
+        return jnp.ones((size,), jnp.float32)
+    mask = jnp.asarray(mask, jnp.float32)
+    if mask.shape != (size,):
+        raise ValueError(f"{name} must be [B] = [{size}], got shape {mask.shape}")
+    return mask
+
+
+def jem_loss(
+    logits_pos: ArrayLike,
+    labels: ArrayLike,
+    energy_pos: ArrayLike,
+    energy_neg: ArrayLike | None,
+    *,
+    label_mask: ArrayLike | None = None,
+    gen_mask: ArrayLike | None = None,
+    gen_weight: float | Array = 1.0,
+    pxy_weight: float | Array = 0.0,
+    energy_neg_xy: ArrayLike | None = None,
+    label_count: ArrayLike | None = None,
+    gen_count: ArrayLike | None = None,
+    l2_coeff: float = 0.0,
+) -> tuple[Array, dict[str, Array]]:
+    """The JEM objective: ``-log p(y|x) - gen_weight log p(x) [- pxy_weight log p(x, y)]``.
+
+    With classifier logits ``f`` (Grathwohl et al. 2019, eqs. 4-8), ``E(x) = -logsumexp_y
+    f(x)[y]`` and ``E(x, y) = -f(x)[y]``; the loss is
+
+    ``CE(f(x), y)`` averaged over the labelled entries (``label_mask``)
+    ``+ gen_weight * (mean_gen E(x_data) - mean E(x_sample))``, the contrastive-divergence
+    surrogate of ``-log p(x)`` whose gradient is the maximum-likelihood one when ``x_sample`` are
+    model samples (eq. 2), averaged over ``gen_mask``,
+    ``+ pxy_weight * (mean_labelled E(x_data, y) - mean E(x_sample_y, y_sample))``, the same for
+    ``-log p(x, y)`` with class-conditional samples (JEM's ``p(x, y)`` variant),
+    ``+ l2_coeff * (mean E(x_data)^2 + mean E(x_sample)^2)``.
+
+    ``gen_weight=0`` (a concrete zero) is cross-entropy alone: ``energy_neg`` may be ``None``, so a
+    baseline classifier is the same code with the same network and no chains.
+
+    Args:
+      logits_pos: Logits of the data, ``[B, C]``.
+      labels: Integer labels ``[B]`` (any value where ``label_mask`` is 0).
+      energy_pos: ``E(x_data)`` ``[B]``, e.g. ``-logsumexp(logits_pos)``.
+      energy_neg: ``E(x_sample)`` of the chains ``[B']``, ``stop_gradient``-ed w.r.t. the chain;
+        ``None`` only when ``gen_weight`` is a concrete 0.
+      label_mask: ``[B]``, 1 where the label counts for the cross-entropy (semi-supervised
+        learning, domain adaptation); default all 1.
+      gen_mask: ``[B]``, 1 where the example enters the generative term; default all 1.
+      gen_weight: Weight of the ``log p(x)`` term (JEM: 1).
+      pxy_weight: Weight of the ``log p(x, y)`` term (JEM's variant; default 0).
+      energy_neg_xy: ``E(x_sample_y, y_sample)`` ``[B'']`` of class-conditional chains; needed
+        when ``pxy_weight`` is not a concrete 0.
+      label_count: Denominator of the labelled means (default ``sum(label_mask)``, at least 1).
+        A data-parallel step passes the global count divided by the number of devices, so the
+        mean over devices of the per-device losses is the mean over the global batch.
+      gen_count: The same for the ``gen_mask`` means.
+      l2_coeff: Weight of the L2 penalty on the energies of the generative term.
+
+    Returns:
+      The scalar loss and ``{"ce", "accuracy", "energy_pos", "energy_neg", "energy_gap"}``:
+      cross-entropy and accuracy over labelled entries, ``energy_pos`` over ``gen_mask``,
+      ``energy_neg`` the chains' mean (0 without chains), ``energy_gap = energy_neg -
+      energy_pos``.
+
+    Raises:
+      ValueError: On mismatched shapes, or a missing ``energy_neg``/``energy_neg_xy`` for a
+        nonzero weight.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxebm
+      >>> logits = jnp.array([[2.0, 0.0], [0.0, 2.0]])
+      >>> energy_pos = -jax.nn.logsumexp(logits, axis=-1)
+      >>> loss, aux = jaxebm.losses.jem_loss(logits, jnp.array([0, 1]), energy_pos, None,
+      ...                                    gen_weight=0.0)
+      >>> round(float(aux["ce"]), 4), float(aux["accuracy"])
+      (0.1269, 1.0)
+    """
+    logits_pos = jnp.asarray(logits_pos)
+    labels = jnp.asarray(labels, jnp.int32)
+    energy_pos = jnp.asarray(energy_pos)
+    if logits_pos.ndim != 2 or labels.shape != logits_pos.shape[:1]:
+        raise ValueError(
+            f"logits_pos must be [B, C] with labels [B], got {logits_pos.shape} and {labels.shape}"
+        )
+    size = logits_pos.shape[0]
+    if energy_pos.shape != (size,):
+        raise ValueError(f"energy_pos must be [B] = [{size}], got shape {energy_pos.shape}")
+    label_mask = _mask(label_mask, size, "label_mask")
+    gen_mask = _mask(gen_mask, size, "gen_mask")
+
+    log_probs = jax.nn.log_softmax(logits_pos, axis=-1)
+    log_p_y = jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
+    ce = _masked_mean(-log_p_y, label_mask, label_count)
+    correct = (jnp.argmax(logits_pos, axis=-1) == labels).astype(jnp.float32)
+    accuracy = _masked_mean(correct, label_mask, label_count)
+    mean_pos = _masked_mean(energy_pos, gen_mask, gen_count)
+    loss = ce
+    mean_neg = jnp.zeros((), energy_pos.dtype)
+    if not _is_zero(gen_weight):
+        if energy_neg is None:
+            raise ValueError("a nonzero gen_weight needs energy_neg, the energies of the chains")
+        energy_neg = jnp.asarray(energy_neg)
+        if energy_neg.ndim != 1:
+            raise ValueError(f"energy_neg must be [B'], got shape {energy_neg.shape}")
+        mean_neg = jnp.mean(energy_neg)
+        loss = loss + gen_weight * (mean_pos - mean_neg)
+        if not _is_zero(l2_coeff):
+            square_pos = _masked_mean(energy_pos**2, gen_mask, gen_count)
+            loss = loss + l2_coeff * (square_pos + jnp.mean(energy_neg**2))
+    if not _is_zero(pxy_weight):
+        if energy_neg_xy is None:
+            raise ValueError(
+                "a nonzero pxy_weight needs energy_neg_xy, of class-conditional chains"
+            )
+        energy_neg_xy = jnp.asarray(energy_neg_xy)
+        if energy_neg_xy.ndim != 1:
+            raise ValueError(f"energy_neg_xy must be [B''], got shape {energy_neg_xy.shape}")
+        energy_pos_xy = -jnp.take_along_axis(logits_pos, labels[:, None], axis=-1)[:, 0]
+        pos_xy = _masked_mean(energy_pos_xy, label_mask, label_count)
+        loss = loss + pxy_weight * (pos_xy - jnp.mean(energy_neg_xy))
+    return loss, {
+        "ce": ce,
+        "accuracy": accuracy,
+        "energy_pos": mean_pos,
+        "energy_neg": mean_neg,
+        "energy_gap": mean_neg - mean_pos,
+    }

@@ -17,12 +17,19 @@ import optax
 
 from jaxebm import replay
 from jaxebm.energy import merge_variables
-from jaxebm.losses import contrastive_divergence
+from jaxebm.losses import contrastive_divergence, jem_loss
 from jaxebm.samplers.base import SamplingAlgorithm, check_positive
 from jaxebm.samplers.chain import run_chain
 from jaxebm.types import Array, EnergyFn, NoiseFn, Params, PRNGKey
 
-__all__ = ["TrainState", "MODES", "make_train_step", "validate_batch", "tree_is_finite"]
+__all__ = [
+    "TrainState",
+    "MODES",
+    "make_train_step",
+    "make_jem_step",
+    "validate_batch",
+    "tree_is_finite",
+]
 
 MODES = ("persistent", "cd", "short_run")
 
@@ -102,6 +109,94 @@ def _mean_over_devices(tree: Any, axis_name: str | None) -> Any:
 
 def _select(ok: Array, new: Any, old: Any) -> Any:
     return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+
+
+# The pieces every train step shares: the step key, the chains, the device-averaged gradient,
+# and the guarded update of the whole state with its metrics.
+
+
+def _device_key(state: TrainState, axis_name: str | None) -> PRNGKey:
+    """``fold_in(fold_in(key, step), device)``: a resumed run needs no stored key chain."""
+    key = jax.random.fold_in(state.key, state.step)
+    if axis_name is not None:
+        key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+    return key
+
+
+def _run_chains(sampler, energy_x, key, x0, num_chain_steps, unroll):
+    """``(x_neg, info)``: the chains from ``x0``; samples leave through ``stop_gradient``."""
+    kernel = sampler(energy_x)
+    chain_state, info = run_chain(kernel, key, x0, num_chain_steps, trace=True, unroll=unroll)
+    return jax.lax.stop_gradient(chain_state.x), info
+
+
+def _chain_metrics(info: Any) -> dict[str, Array]:
+    """Mean input-gradient norm of the chain, and acceptance rates of Metropolis kernels."""
+    local = {"grad_norm_x": jnp.mean(info.grad_norm)}
+    if hasattr(info, "acceptance_rate"):
+        local["acceptance"] = jnp.mean(info.acceptance_rate)
+    for i, sub in enumerate(getattr(info, "infos", ())[1:], start=1):  # composed kernels
+        if hasattr(sub, "acceptance_rate"):
+            local[f"acceptance_{i}"] = jnp.mean(sub.acceptance_rate)
+    return local
+
+
+def _mean_gradient(loss_fn: Callable, params: Params, axis_name: str | None):
+    """``(loss, aux, grads)`` with the gradient averaged over ``axis_name``."""
+    if axis_name is not None:
+        # Differentiate w.r.t. this device's copy: under shard_map the gradient of a replicated
+        # input would otherwise arrive already summed over devices (and under pmap not), so
+        # the explicit pmean below gives the same mean gradient under both.
+        params = jax.lax.pcast(params, axis_name, to="varying")
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return loss, aux, _mean_over_devices(grads, axis_name)
+
+
+def _guarded_update(
+    state: TrainState,
+    tx: optax.GradientTransformation,
+    grads: Params,
+    *,
+    loss: Array,
+    local: dict[str, Array],
+    buffer: replay.ReplayBuffer | None,
+    model_state: Params | None,
+    samples: Array | None,
+    axis_name: str | None,
+) -> tuple[TrainState, dict[str, Array]]:
+    """Applies ``tx`` and keeps every leaf of the old state if anything is not finite.
+
+    ``local`` are this device's metrics, averaged here over ``axis_name``; ``buffer`` and
+    ``model_state`` are the step's new values, ``samples`` the chains' end points (or ``None``).
+    """
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ok = jnp.isfinite(loss) & tree_is_finite((grads, params, model_state))
+    if samples is not None:
+        ok = ok & tree_is_finite(samples)
+    if axis_name is not None:  # every device takes the same decision
+        ok = jax.lax.pmin(ok.astype(jnp.int32), axis_name) > 0
+    num_nonfinite = state.num_nonfinite + (~ok).astype(jnp.int32)
+
+    local = dict(local)
+    if state.buffer is not None:
+        local["buffer_age_mean"] = jnp.mean(_select(ok, buffer, state.buffer).age)
+    metrics = _mean_over_devices(local, axis_name)
+    metrics["param_grad_norm"] = optax.tree.norm(grads)
+    metrics["nonfinite_skipped"] = num_nonfinite
+    if "buffer_age_mean" not in metrics:
+        metrics["buffer_age_mean"] = jnp.zeros((), jnp.float32)
+
+    new_state = TrainState(
+        step=state.step + 1,
+        params=_select(ok, params, state.params),
+        opt_state=_select(ok, opt_state, state.opt_state),
+        buffer=_select(ok, buffer, state.buffer),
+        key=state.key,
+        num_nonfinite=num_nonfinite,
+        model_state=_select(ok, model_state, state.model_state),
+    )
+    return new_state, metrics
 
 
 def make_train_step(
@@ -193,10 +288,7 @@ def make_train_step(
         return x0, y0, None
 
     def train_step(state: TrainState, batch: Mapping[str, Array]):
-        key = jax.random.fold_in(state.key, state.step)
-        if axis_name is not None:
-            key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
-        key_data, key_start, key_chain = jax.random.split(key, 3)
+        key_data, key_start, key_chain = jax.random.split(_device_key(state, axis_name), 3)
         x_pos = jnp.asarray(batch["x"], jnp.float32)
         y_pos = batch.get("y") if conditional else None
         if data_noise:
@@ -206,11 +298,14 @@ def make_train_step(
         # The chain sees the parameters as constants: no parameter gradient flows through it.
         frozen = jax.lax.stop_gradient(merge_variables(state.params, state.model_state))
         label_args = (y_neg,) if conditional else ()
-        kernel = sampler(lambda x: energy_fn(frozen, x, *label_args))
-        chain_state, info = run_chain(
-            kernel, key_chain, x0, num_chain_steps, trace=True, unroll=unroll
+        x_neg, info = _run_chains(
+            sampler,
+            lambda x: energy_fn(frozen, x, *label_args),
+            key_chain,
+            x0,
+            num_chain_steps,
+            unroll,
         )
-        x_neg = jax.lax.stop_gradient(chain_state.x)
 
         model_state = state.model_state
         if update_model_state is not None and model_state is not None:
@@ -228,52 +323,194 @@ def make_train_step(
             energy_neg = energy_fn(variables, x_neg, *label_args)
             return contrastive_divergence(energy_pos, energy_neg, l2_coeff=l2_coeff)
 
-        params = state.params
-        if axis_name is not None:
-            # Differentiate w.r.t. this device's copy: under shard_map the gradient of a replicated
-            # input would otherwise arrive already summed over devices (and under pmap not), so
-            # the explicit pmean below gives the same mean gradient under both.
-            params = jax.lax.pcast(params, axis_name, to="varying")
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        grads = _mean_over_devices(grads, axis_name)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        loss, aux, grads = _mean_gradient(loss_fn, state.params, axis_name)
         buffer = state.buffer if drawn is None else replay.update(state.buffer, drawn, x_neg)
-
-        ok = jnp.isfinite(loss) & tree_is_finite((grads, params, model_state))
-        ok = ok & tree_is_finite(x_neg)
-        if axis_name is not None:  # every device takes the same decision
-            ok = jax.lax.pmin(ok.astype(jnp.int32), axis_name) > 0
-        num_nonfinite = state.num_nonfinite + (~ok).astype(jnp.int32)
-
-        local = {
-            "loss": loss,
-            **aux,
-            "grad_norm_x": jnp.mean(info.grad_norm),
-        }
-        if hasattr(info, "acceptance_rate"):
-            local["acceptance"] = jnp.mean(info.acceptance_rate)
-        for i, sub in enumerate(getattr(info, "infos", ())[1:], start=1):  # composed kernels
-            if hasattr(sub, "acceptance_rate"):
-                local[f"acceptance_{i}"] = jnp.mean(sub.acceptance_rate)
-        if state.buffer is not None:
-            local["buffer_age_mean"] = jnp.mean(_select(ok, buffer, state.buffer).age)
-        metrics = _mean_over_devices(local, axis_name)
-        metrics["param_grad_norm"] = optax.tree.norm(grads)
-        metrics["nonfinite_skipped"] = num_nonfinite
-        if "buffer_age_mean" not in metrics:
-            metrics["buffer_age_mean"] = jnp.zeros((), jnp.float32)
-
-        new_state = TrainState(
-            step=state.step + 1,
-            params=_select(ok, params, state.params),
-            opt_state=_select(ok, opt_state, state.opt_state),
-            buffer=_select(ok, buffer, state.buffer),
-            key=state.key,
-            num_nonfinite=num_nonfinite,
-            model_state=_select(ok, model_state, state.model_state),
+        return _guarded_update(
+            state,
+            tx,
+            grads,
+            loss=loss,
+            local={"loss": loss, **aux, **_chain_metrics(info)},
+            buffer=buffer,
+            model_state=model_state,
+            samples=x_neg,
+            axis_name=axis_name,
         )
-        return new_state, metrics
+
+    return train_step
+
+
+def _jem_energies(logits: Array, y: Array, is_conditional: Array | None) -> Array:
+    """``E(x) = -logsumexp_y f(x)[y]``, or ``E(x, y) = -f(x)[y]`` where ``is_conditional``."""
+    marginal = -jax.nn.logsumexp(logits, axis=-1)
+    if is_conditional is None:
+        return marginal
+    joint = -jnp.take_along_axis(logits, y[:, None], axis=-1)[:, 0]
+    return jnp.where(is_conditional, joint, marginal)
+
+
+def _global_count(mask: Array, axis_name: str | None) -> Array:
+    """``sum(mask)`` over the global batch divided by the number of devices (see jem_loss)."""
+    return _mean_over_devices(jnp.sum(mask), axis_name)
+
+
+def make_jem_step(
+    logits_fn: Callable[[Params, Array], Array],
+    tx: optax.GradientTransformation,
+    *,
+    sampler: Callable[[Callable[[Array], Array]], SamplingAlgorithm],
+    num_chain_steps: int = 20,
+    reinit_prob: float = 0.05,
+    noise_fn: NoiseFn = replay.uniform_noise,
+    data_noise: float = 0.0,
+    gen_weight: float = 1.0,
+    pxy_weight: float = 0.0,
+    num_classes: int | None = None,
+    l2_coeff: float = 0.0,
+    unroll: int | bool = 1,
+    axis_name: str | None = "data",
+) -> Callable[[TrainState, Mapping[str, Array]], tuple[TrainState, dict[str, Array]]]:
+    """Builds the per-device train step of a JEM classifier (Grathwohl et al. 2019).
+
+    The classifier's logits ``f(x)`` define ``E(x) = -logsumexp_y f(x)[y]`` and
+    ``E(x, y) = -f(x)[y]``. One step: perturb the data by ``data_noise`` (JEM: 0.03); draw
+    chains from the replay buffer (a ``reinit_prob`` fraction from ``noise_fn``, JEM: 5% uniform);
+    run ``num_chain_steps`` sampler steps on ``E(x)`` with the parameters held fixed (JEM: 20
+    SGLD steps of size 1, noise 0.01); take the gradient of :func:`jaxebm.losses.jem_loss`
+    (cross-entropy on labelled entries + ``gen_weight`` times the contrastive term of ``log p(x)``);
+    average gradients and metrics over ``axis_name``; apply ``tx``; write the chains back. The
+    non-finite guard, key derivation and update are those of :func:`make_train_step`.
+
+    With ``pxy_weight > 0`` the step also trains ``log p(x, y)`` (JEM's variant): it draws twice
+    as many chains, and the second half runs on ``E(x, y)`` with their buffer labels (fresh chains
+    get uniform labels; the buffer needs ``num_classes`` labels, ``replay.init(...,
+    num_classes)``). A concrete ``gen_weight == pxy_weight == 0`` runs no chain at all: the
+    cross-entropy baseline, same code and network (the buffer is left as it is).
+
+    Args:
+      logits_fn: ``logits_fn(variables, x[B, ...]) -> [B, C]``, e.g. ``module.apply``.
+      tx: The optax optimizer.
+      sampler: ``energy_x -> SamplingAlgorithm``, e.g.
+        ``functools.partial(jaxebm.samplers.langevin, step_size=1.0, noise_scale=0.01)``.
+      num_chain_steps: Sampler steps per train step (JEM: 20).
+      reinit_prob: Fraction of drawn chains restarted from noise (JEM: 0.05).
+      noise_fn: ``(key, shape) -> x`` for fresh chains.
+      data_noise: Std of Gaussian noise added to the data (JEM: 0.03).
+      gen_weight: Weight of the ``log p(x)`` term (JEM: 1; 0: cross-entropy only).
+      pxy_weight: Weight of the ``log p(x, y)`` term (default 0).
+      num_classes: Labels of fresh conditional chains; required when ``pxy_weight > 0``.
+      l2_coeff: L2 penalty on the energies of the ``log p(x)`` term (JEM: 0).
+      unroll: ``lax.scan`` unroll factor of the chain.
+      axis_name: The device axis for collectives, ``None`` outside ``shard_map``/``pmap``.
+
+    Returns:
+      ``train_step(state, batch) -> (state, metrics)``; ``batch = {"x": [B, ...], "y": [B],
+      "label_mask"?: [B], "gen_mask"?: [B]}`` is this device's share (``label_mask``: 1 where
+      the label counts for the cross-entropy; ``gen_mask``: 1 where the example enters the
+      generative term; both default to all ones). Masked means are over the global batch.
+      ``metrics`` hold ``loss, ce, accuracy, energy_pos, energy_neg, energy_gap, grad_norm_x,
+      param_grad_norm, nonfinite_skipped, buffer_age_mean``, averaged over devices.
+
+    Raises:
+      ValueError: For bad hyperparameters, or a step with chains and no buffer in the state.
+    """
+    if int(num_chain_steps) < 1:
+        raise ValueError(f"num_chain_steps must be >= 1, got {num_chain_steps}")
+    check_positive("data_noise", data_noise, allow_zero=True)
+    check_positive("gen_weight", gen_weight, allow_zero=True)
+    check_positive("pxy_weight", pxy_weight, allow_zero=True)
+    check_positive("l2_coeff", l2_coeff, allow_zero=True)
+    if not 0.0 <= float(reinit_prob) <= 1.0:
+        raise ValueError(f"reinit_prob must be in [0, 1], got {reinit_prob}")
+    joint = bool(pxy_weight)
+    if joint and num_classes is None:
+        raise ValueError("pxy_weight > 0 needs num_classes to label fresh conditional chains")
+    has_chains = bool(gen_weight) or joint
+
+    def train_step(state: TrainState, batch: Mapping[str, Array]):
+        key_data, key_start, key_chain = jax.random.split(_device_key(state, axis_name), 3)
+        x_pos = jnp.asarray(batch["x"], jnp.float32)
+        if "y" not in batch:
+            raise ValueError(f"a JEM batch needs labels 'y', got keys {list(batch)}")
+        y_pos = jnp.asarray(batch["y"], jnp.int32)
+        size = x_pos.shape[0]
+        ones = jnp.ones((size,), jnp.float32)
+        label_mask = jnp.asarray(batch.get("label_mask", ones), jnp.float32)
+        gen_mask = jnp.asarray(batch.get("gen_mask", ones), jnp.float32)
+        if data_noise:
+            x_pos = x_pos + data_noise * jax.random.normal(key_data, x_pos.shape, x_pos.dtype)
+        model_state = state.model_state
+
+        x_neg = drawn = is_conditional = None
+        local_chain = {"grad_norm_x": jnp.zeros((), jnp.float32)}
+        if has_chains:
+            if state.buffer is None:
+                raise ValueError("a JEM step with chains needs a replay buffer in the train state")
+            num_chains = 2 * size if joint else size
+            drawn = replay.sample(
+                state.buffer,
+                key_start,
+                num_chains,
+                reinit_prob,
+                noise_fn=noise_fn,
+                num_classes=num_classes if joint else None,
+            )
+            is_conditional = jnp.arange(num_chains) >= size if joint else None
+            # The chain sees the parameters as constants: no parameter gradient flows through it.
+            frozen = jax.lax.stop_gradient(merge_variables(state.params, model_state))
+            x_neg, info = _run_chains(
+                sampler,
+                lambda x: _jem_energies(logits_fn(frozen, x), drawn.y, is_conditional),
+                key_chain,
+                drawn.x,
+                num_chain_steps,
+                unroll,
+            )
+            local_chain = _chain_metrics(info)
+
+        def loss_fn(params: Params):
+            variables = merge_variables(params, model_state)
+            logits_pos = logits_fn(variables, x_pos)
+            energy_pos = -jax.nn.logsumexp(logits_pos, axis=-1)
+            energy_neg = energy_neg_xy = None
+            if has_chains:
+                energies = _jem_energies(logits_fn(variables, x_neg), drawn.y, is_conditional)
+                energy_neg, energy_neg_xy = (
+                    (energies[:size], energies[size:])
+                    if joint
+                    else (
+                        energies,
+                        None,
+                    )
+                )
+            return jem_loss(
+                logits_pos,
+                y_pos,
+                energy_pos,
+                energy_neg,
+                label_mask=label_mask,
+                gen_mask=gen_mask,
+                gen_weight=gen_weight if gen_weight else 0.0,
+                pxy_weight=pxy_weight if joint else 0.0,
+                energy_neg_xy=energy_neg_xy,
+                label_count=_global_count(label_mask, axis_name),
+                gen_count=_global_count(gen_mask, axis_name),
+                l2_coeff=l2_coeff,
+            )
+
+        loss, aux, grads = _mean_gradient(loss_fn, state.params, axis_name)
+        buffer = state.buffer if drawn is None else replay.update(state.buffer, drawn, x_neg)
+        return _guarded_update(
+            state,
+            tx,
+            grads,
+            loss=loss,
+            local={"loss": loss, **aux, **local_chain},
+            buffer=buffer,
+            model_state=model_state,
+            samples=x_neg,
+            axis_name=axis_name,
+        )
 
     return train_step
 

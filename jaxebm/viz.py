@@ -20,7 +20,16 @@ from jaxebm.types import ArrayLike
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["image_grid", "save_image_grid", "plot_density_2d", "plot_samples_2d", "plot_metrics"]
+__all__ = [
+    "image_grid",
+    "save_image_grid",
+    "plot_image_panels",
+    "plot_histograms",
+    "plot_reliability",
+    "plot_density_2d",
+    "plot_samples_2d",
+    "plot_metrics",
+]
 
 PathLike = str | os.PathLike
 
@@ -234,4 +243,145 @@ def plot_metrics(
         axis.set_title(key)
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)
+    return _finish(figure, path)
+
+
+def plot_image_panels(
+    path: PathLike | None, panels: Mapping[str, ArrayLike], nrow: int = 8, *, num_cols: int = 4
+) -> Figure:
+    """Titled image grids side by side (e.g. original / masked / inpainted).
+
+    Args:
+      path: PNG file to write, or ``None``.
+      panels: ``{title: images [B, H, W, C] in [-1, 1]}``, one :func:`image_grid` each.
+      nrow: Images per row of each grid.
+      num_cols: Panels per row of the figure.
+
+    Returns:
+      The figure.
+
+    Raises:
+      ValueError: If ``panels`` is empty (or an entry is not a batch of images).
+
+    Example:
+      >>> images = np.zeros((4, 8, 8, 1))
+      >>> figure = plot_image_panels(None, {"a": images, "b": -images})
+    """
+    _check_panels(panels, "panels")
+    figure, axes = _new_figure(len(panels), num_cols=num_cols)
+    for axis, (title, images) in zip(axes, panels.items(), strict=True):
+        grid = image_grid(images, nrow)
+        axis.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255)
+        axis.set_title(title)
+        axis.set_axis_off()
+    return _finish(figure, path)
+
+
+def plot_histograms(
+    path: PathLike | None,
+    values: Mapping[str, ArrayLike],
+    *,
+    title: str = "",
+    xlabel: str = "",
+    bins: int = 50,
+) -> Figure:
+    """Overlaid normalised histograms, one per entry (e.g. OOD scores of several datasets).
+
+    Args:
+      path: PNG file to write, or ``None``.
+      values: ``{label: values [N]}``; non-finite values are dropped.
+      title: Figure title.
+      xlabel: Label of the value axis.
+      bins: Number of bins shared by every histogram.
+
+    Returns:
+      The figure.
+
+    Raises:
+      ValueError: If ``values`` is empty or holds no finite value.
+
+    Example:
+      >>> figure = plot_histograms(None, {"in": np.zeros(10), "out": np.ones(10)})
+    """
+    _check_panels(values, "values")
+    arrays = {label: np.asarray(v, np.float64).ravel() for label, v in values.items()}
+    arrays = {label: v[np.isfinite(v)] for label, v in arrays.items()}
+    finite = np.concatenate(list(arrays.values()))
+    if finite.size == 0:
+        raise ValueError("values hold no finite number")
+    edges = np.histogram_bin_edges(finite, bins=bins)
+    figure, (axis,) = _new_figure(1)
+    for label, v in arrays.items():
+        axis.hist(v, bins=edges, density=True, alpha=0.5, label=f"{label} ({v.size})")
+    axis.set_title(title)
+    axis.set_xlabel(xlabel)
+    axis.legend()
+    return _finish(figure, path)
+
+
+def plot_reliability(
+    path: PathLike | None,
+    panels: Mapping[str, tuple[ArrayLike, ArrayLike]],
+    *,
+    num_bins: int = 15,
+) -> Figure:
+    """Reliability diagrams: accuracy against confidence per bin, one panel per model.
+
+    The top-label confidence ``max_c probs[i, c]`` is binned into ``num_bins`` equal-width bins
+    (as :func:`jaxebm.metrics.ece`, Guo et al. 2017); bars give each bin's accuracy, the diagonal
+    is perfect calibration, and the title gives the ECE of the binning.
+
+    Args:
+      path: PNG file to write, or ``None``.
+      panels: ``{title: (probs [N, C], labels [N])}``.
+      num_bins: Number of confidence bins.
+
+    Returns:
+      The figure.
+
+    Raises:
+      ValueError: If ``panels`` is empty, shapes do not match, or ``num_bins < 1``.
+
+    Example:
+      >>> probs = np.array([[0.9, 0.1], [0.2, 0.8]])
+      >>> figure = plot_reliability(None, {"model": (probs, np.array([0, 0]))})
+    """
+    _check_panels(panels, "panels")
+    if num_bins < 1:
+        raise ValueError(f"num_bins must be >= 1, got {num_bins}")
+    figure, axes = _new_figure(len(panels), num_cols=3)
+    edges = np.linspace(0.0, 1.0, num_bins + 1)
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    for axis, (title, (probs, labels)) in zip(axes, panels.items(), strict=True):
+        probs, labels = np.asarray(probs, np.float64), np.asarray(labels)
+        if probs.ndim != 2 or labels.shape != probs.shape[:1] or probs.shape[0] == 0:
+            raise ValueError(
+                f"panel {title!r} needs probs [N, C] and labels [N], got {probs.shape} and "
+                f"{labels.shape}"
+            )
+        confidence = probs.max(axis=-1)
+        correct = (probs.argmax(axis=-1) == labels).astype(np.float64)
+        # Bin b holds (edges[b], edges[b + 1]]; a confidence of exactly 0 joins the first bin.
+        index = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, num_bins - 1)
+        counts = np.bincount(index, minlength=num_bins)
+        accuracy = np.bincount(index, correct, minlength=num_bins) / np.maximum(counts, 1)
+        mean_confidence = np.bincount(index, confidence, minlength=num_bins)
+        ece = np.abs(np.bincount(index, correct, minlength=num_bins) - mean_confidence).sum()
+        ece /= len(labels)
+        filled = counts > 0
+        axis.bar(
+            centres[filled],
+            accuracy[filled],
+            width=1.0 / num_bins,
+            edgecolor="black",
+            alpha=0.7,
+            label="accuracy",
+        )
+        axis.plot([0, 1], [0, 1], "k--", linewidth=1.0, label="calibrated")
+        axis.set_xlim(0, 1)
+        axis.set_ylim(0, 1)
+        axis.set_xlabel("confidence")
+        axis.set_ylabel("accuracy")
+        axis.set_title(f"{title} (ECE {ece:.3f}, N={len(labels)})")
+        axis.legend(loc="upper left")
     return _finish(figure, path)

@@ -5,6 +5,8 @@
   taskset -c 0 .venv/bin/python scripts/bench.py --blackjax-python /tmp/venv-bj/bin/python \\
       --rounds 3 --out bench-1core.jsonl                              # steady one-core figures
   .venv/bin/python scripts/bench.py --only mlp,peak --rounds 5        # a subset
+  taskset -c 0 .venv/bin/python scripts/bench.py --only peak,jem --torch-python \
+      /tmp/venv-torch/bin/python --rounds 3                             # JEM against PyTorch
 
 Output: one JSON object per line on stdout (and in ``--out``), each with a ``"kind"``:
 
@@ -36,6 +38,22 @@ What is timed (see ``docs/benchmarks.md`` for figures and their reading):
 - ``train_mlp``: ``make_train_step`` on the 2-D MLP, batch 1000, 10 MALA steps, persistent buffer.
 - ``train_conv``, ``train_conv_nn``: ``make_train_step`` on ``ConvEnergy`` (``jaxebm.nets.Conv``,
   and ``flax.linen.Conv``), batch 64, 20 Langevin steps, persistent buffer; iterations/s.
+- ``resnet_langevin``, ``train_resnet``: IGEBM's recipe (Langevin step 10, noise 0.005, gradient
+  clipped to 0.01 per entry, spectral norm, L2 1, Adam with beta1 0) on a CPU-sized
+  ``ResNetEnergy`` (stem 32, widths 32, 32, 64, 64), batch 32, K = 60: the chain alone
+  (steps/s, Langevin image-steps/s) and the train step (iterations/s).
+- ``resnet_igebm_langevin``, ``train_resnet_igebm``: the same at IGEBM's CIFAR-10 size (stem 64,
+  widths 128, 128, 256, 256, 512, 512), batch 128, with a 2-step chain (a K = 60 iteration would
+  take minutes); the train figure adds ``estimated_s_per_iteration_full_k``, the measured
+  iteration plus 58 more chain steps at the chain figure's speed.
+- ``jem_small`` (figures ``jem_wrn10_1``, ``jem_wrn10_2``) and ``jem_big`` (``jem_wrn28_10``):
+  ``make_jem_step`` on a ``WideResNet`` (JEM's SGLD: step 1, noise 0.01, K = 20; 5% buffer
+  re-initialisation, data noise 0.03, Adam 1e-4), batch 64 and 8; iterations/s and SGLD
+  image-steps/s.
+- ``torch_jem``: the eager PyTorch JEM step (``shared/peers/torch_jem.py --shared-batch``, the
+  same work) at the ``jem_small`` sizes, NCHW and ``--channels-last``, run with
+  ``--torch-python`` in a subprocess per size and layout once per round, with as many threads as
+  this process may use cores (figures ``torch_jem_wrn10_1``, ``torch_jem_wrn10_1_cl``, ...).
 
 Compile seconds are ``jit(...).lower(...).compile()`` times. FLOPs come from XLA's cost analysis
 (``cost_analysis()["flops"]``) of the *unoptimised* program with every chain ``lax.scan`` fully
@@ -43,8 +61,11 @@ unrolled: on the compiled program XLA counts a while-loop body once whatever its
 100-step chain reads as about three energy evaluations). Model FLOPs count two per multiply-add
 of the network's matmuls or convolutions, forward plus input gradient, as the peer counts them.
 Where the platform has ``resource``, figures also give this process's minor page faults, system
-and user CPU seconds per call (allocation costs show up there). Groups for ``--only``: ``mlp``
-(the sampler figures and the peer), ``conv``, ``train``, ``peak``.
+and user CPU seconds per call (allocation costs show up there). For the ResNet and WideResNet
+figures the FLOPs of a K-step program are ``f(1) + (K - 1) (f(2) - f(1))`` from 1- and 2-step
+unrolled lowerings (a chain step adds the same work each time). Groups for ``--only``: ``mlp``
+(the sampler figures and the peer), ``conv``, ``train``, ``resnet``, ``igebm``, ``jem``
+(``jem_small`` and ``torch_jem``), ``peak``; ``jem_big`` is a name.
 """
 
 from __future__ import annotations
@@ -72,10 +93,11 @@ import jaxlib
 import optax
 
 import jaxebm
-from jaxebm.nets import ConvEnergy, MLPEnergy
+from jaxebm.nets import ConvEnergy, MLPEnergy, ResNetEnergy, WideResNet
 
 REPO = Path(__file__).resolve().parents[1]
 PEER_SCRIPT = REPO.parent / "shared" / "peers" / "blackjax_mala.py"
+TORCH_SCRIPT = REPO.parent / "shared" / "peers" / "torch_jem.py"
 
 FULL = {
     "peak_n": 4096,
@@ -99,6 +121,27 @@ FULL = {
     "train_conv_steps": 20,
     "train_conv_calls": 2,
     "train_conv_nn_calls": 1,
+    # IGEBM's ResNet energy: a CPU-sized one at the full recipe (K = 60), and their CIFAR-10 model
+    # (128 filters) at batch 128 with a 2-step chain (a K = 60 iteration is ~2e13 FLOPs: minutes).
+    "resnet_cpu": {"stem_width": 32, "widths": (32, 32, 64, 64)},
+    "resnet_batch": 32,
+    "resnet_steps": 60,
+    "resnet_calls": 1,
+    "resnet_igebm": {"stem_width": 64, "widths": (128, 128, 256, 256, 512, 512)},
+    "igebm_batch": 128,
+    "igebm_chain_steps": 2,
+    "igebm_full_steps": 60,
+    "igebm_calls": 1,
+    # JEM: WRN-10-1 and WRN-10-2 at batch 64 against the PyTorch peer; WRN-28-10 (JEM's own
+    # network) at batch 8, the size the peer's README times.
+    "jem_wrn": ((10, 1), (10, 2)),
+    "jem_batch": 64,
+    "jem_steps": 20,
+    "jem_calls": 1,
+    "jem_big": (28, 10),
+    "jem_big_batch": 8,
+    "jem_big_calls": 1,
+    "torch_iters": 3,
 }
 QUICK = {
     **FULL,
@@ -119,6 +162,18 @@ QUICK = {
     "train_conv_batch": 2,
     "train_conv_steps": 2,
     "train_conv_calls": 1,
+    "resnet_cpu": {"stem_width": 4, "widths": (4, 8)},
+    "resnet_batch": 2,
+    "resnet_steps": 2,
+    "resnet_igebm": {"stem_width": 4, "widths": (8, 8)},
+    "igebm_batch": 2,
+    "igebm_chain_steps": 2,
+    "jem_wrn": ((10, 1),),
+    "jem_batch": 2,
+    "jem_steps": 2,
+    "jem_big": (10, 2),
+    "jem_big_batch": 2,
+    "torch_iters": 1,
 }
 NAMES = (
     "peak",
@@ -135,6 +190,13 @@ NAMES = (
     "train_mlp",
     "train_conv",
     "train_conv_nn",
+    "resnet_langevin",
+    "train_resnet",
+    "resnet_igebm_langevin",
+    "train_resnet_igebm",
+    "jem_small",
+    "jem_big",
+    "torch_jem",
 )
 GROUPS = {
     "mlp": ("mlp_ula", "mlp_mala", "plain_jax_ula", "blackjax"),
@@ -147,6 +209,9 @@ GROUPS = {
         "conv_unrolled",
     ),
     "train": ("train_mlp", "train_conv", "train_conv_nn"),
+    "resnet": ("resnet_langevin", "train_resnet"),
+    "igebm": ("resnet_igebm_langevin", "train_resnet_igebm"),
+    "jem": ("jem_small", "torch_jem"),
 }
 # (name, numerator figure, denominator figure, target or None).
 RATIOS = (
@@ -160,6 +225,10 @@ RATIOS = (
     ("conv_scan_over_unrolled_before", "conv_scan_nn", "conv_unrolled_nn", None),
     ("conv_scan_over_unrolled_after", "conv_scan", "conv_unrolled", None),
     ("train_conv_after_over_before", "train_conv", "train_conv_nn", None),
+    ("jem_wrn10_1_over_torch", "jem_wrn10_1", "torch_jem_wrn10_1", 1.0),
+    ("jem_wrn10_1_over_torch_channels_last", "jem_wrn10_1", "torch_jem_wrn10_1_cl", None),
+    ("jem_wrn10_2_over_torch", "jem_wrn10_2", "torch_jem_wrn10_2", 1.0),
+    ("jem_wrn10_2_over_torch_channels_last", "jem_wrn10_2", "torch_jem_wrn10_2_cl", None),
 )
 
 
@@ -702,6 +771,294 @@ def build_train_conv(sizes, conv_module) -> Figure:
 
 
 # ------------------------------------------------------------------------------------------------
+# IGEBM's ResNet energy: Langevin chains and train steps (Du & Mordatch 2019).
+
+# IGEBM's CIFAR-10 Langevin dynamics (their command line): 60 steps of size 10, noise 0.005,
+# gradients clipped to 0.01 per entry; images clamped to the data box ([-1, 1] here).
+IGEBM_SAMPLER = functools.partial(
+    jaxebm.samplers.langevin,
+    step_size=10.0,
+    noise_scale=0.005,
+    grad_clip=0.01,
+    clip_mode="value",
+    bounds=(-1.0, 1.0),
+)
+
+
+def resnet_setup(sizes, which: str):
+    """``(module, params, model_state, x0)`` of the ``which`` ResNet (``resnet_cpu``/``_igebm``)."""
+    shape = sizes[which]
+    module = ResNetEnergy(
+        widths=shape["widths"], stem_width=shape["stem_width"], spectral_norm=True
+    )
+    image = sizes["conv_image"]
+    variables = module.init(jax.random.key(0), jnp.zeros((1, *image)))
+    params, model_state = jaxebm.energy.split_variables(variables)
+    batch = sizes["igebm_batch" if which == "resnet_igebm" else "resnet_batch"]
+    x0 = jax.random.uniform(jax.random.key(1), (batch, *image), minval=-1.0, maxval=1.0)
+    return module, params, model_state, x0
+
+
+def resnet_info(sizes, which: str, num_steps: int) -> dict[str, Any]:
+    shape = sizes[which]
+    return {
+        "stem_width": shape["stem_width"],
+        "widths": list(shape["widths"]),
+        "spectral_norm": True,
+        "image": list(sizes["conv_image"]),
+        "steps": num_steps,
+        "sampler": "langevin step 10, noise 0.005, clip 0.01 per entry (IGEBM)",
+    }
+
+
+def linear_flops(lower: Callable[[int], Any], num_steps: int) -> float | None:
+    """XLA's FLOPs of a program with a ``num_steps`` chain, from fully unrolled 1- and 2-step
+    lowerings: a chain step adds the same work every time, so ``f(K) = f(1) + (K-1)(f(2)-f(1))``
+    (lowering 60 unrolled ResNet steps would take longer than the measurement)."""
+    one, two = flop_count(lower(1)), flop_count(lower(2))
+    if one is None or two is None:
+        return None
+    return one + (num_steps - 1) * (two - one)
+
+
+def build_resnet_chain(sizes, which: str) -> Figure:
+    module, params, model_state, x0 = resnet_setup(sizes, which)
+    variables = jaxebm.energy.merge_variables(params, model_state)
+    energy_fn = jaxebm.energy.from_module(module)
+    igebm = which == "resnet_igebm"
+    num_steps = sizes["igebm_chain_steps" if igebm else "resnet_steps"]
+    batch = x0.shape[0]
+
+    def chain(key, x0, variables, num_steps=num_steps, unroll=1):
+        # The variables are an argument, as in the train step: closed over, XLA would spend
+        # the compile constant-folding the spectral normalisation of every weight.
+        kernel = IGEBM_SAMPLER(jaxebm.energy.bind(energy_fn, variables))
+        state, _ = jaxebm.samplers.run_chain(kernel, key, x0, num_steps, unroll=unroll)
+        return state.x
+
+    key = jax.random.key(2)
+    compiled, compile_s = compile_timed(chain, key, x0, variables)
+    flops = linear_flops(
+        lambda k: jax.jit(functools.partial(chain, num_steps=k, unroll=True)).lower(
+            key, x0, variables
+        ),
+        num_steps,
+    )
+    size = "IGEBM CIFAR-10 size" if igebm else "CPU size"
+    return Figure(
+        "resnet_igebm_langevin" if igebm else "resnet_langevin",
+        f"ResNetEnergy ({size}, SN), {num_steps} IGEBM Langevin steps, batch {batch}, "
+        "one jitted run_chain",
+        lambda: jax.block_until_ready(compiled(key, x0, variables)),
+        work={"steps_per_s": num_steps, "langevin_image_steps_per_s": num_steps * batch},
+        calls=sizes["igebm_calls" if igebm else "resnet_calls"],
+        compile_s=compile_s,
+        flops={"xla": flops},
+        batch=batch,
+        **resnet_info(sizes, which, num_steps),
+    )
+
+
+def build_train_resnet(sizes, which: str) -> Figure:
+    module, params, model_state, x0 = resnet_setup(sizes, which)
+    igebm = which == "resnet_igebm"
+    num_steps = sizes["igebm_chain_steps" if igebm else "resnet_steps"]
+    batch = {"x": jax.random.uniform(jax.random.key(5), x0.shape, minval=-1.0, maxval=1.0)}
+    tx = optax.adam(1e-4, b1=0.0, b2=0.999)  # IGEBM: Adam with beta1 = 0
+    buffer = jaxebm.replay.init(jax.random.key(3), 10 * x0.shape[0], x0.shape[1:])
+    state = jaxebm.train.TrainState.create(params, tx, buffer, jax.random.key(4), model_state)
+
+    def make(k, unroll=1):
+        return jaxebm.train.make_train_step(
+            jaxebm.energy.from_module(module),
+            tx,
+            sampler=IGEBM_SAMPLER,
+            num_chain_steps=k,
+            l2_coeff=1.0,  # IGEBM's alpha
+            update_model_state=jaxebm.energy.state_updater(module, update_stats=True),
+            unroll=unroll,
+            axis_name=None,
+        )
+
+    flops = linear_flops(lambda k: jax.jit(make(k, unroll=True)).lower(state, batch), num_steps)
+    compiled, compile_s = compile_timed(make(num_steps), state, batch, donate_argnums=0)
+    holder = {"state": state}
+
+    def run_call():
+        holder["state"], metrics = compiled(holder["state"], batch)
+        return jax.block_until_ready((holder["state"], metrics))
+
+    size = "IGEBM CIFAR-10 size" if igebm else "CPU size"
+    return Figure(
+        "train_resnet_igebm" if igebm else "train_resnet",
+        f"make_train_step, ResNetEnergy ({size}, SN), batch {x0.shape[0]}, {num_steps} IGEBM "
+        "Langevin steps, L2 1, Adam(b1=0), persistent buffer",
+        run_call,
+        work={"iterations_per_s": 1.0, "langevin_image_steps_per_s": num_steps * x0.shape[0]},
+        calls=sizes["igebm_calls" if igebm else "resnet_calls"],
+        compile_s=compile_s,
+        flops={"xla": flops},
+        describe=lambda output: {"nonfinite_skipped": int(output[1]["nonfinite_skipped"])},
+        batch=x0.shape[0],
+        **resnet_info(sizes, which, num_steps),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# The JEM step (Grathwohl et al. 2019) on a WideResNet, and the eager PyTorch peer.
+
+
+def jem_name(depth: int, width: int) -> str:
+    return f"jem_wrn{depth}_{width}"
+
+
+def build_jem(sizes, depth: int, width: int, batch_size: int) -> Figure:
+    """``make_jem_step`` on WRN-depth-width: JEM's SGLD (step 1, noise 0.01, K steps), a buffer
+    of ``10 * B`` chains with 5% re-initialisation, data noise 0.03, Adam(1e-4); one batch
+    serves the cross-entropy and ``log p(x)`` terms (the peer's ``--shared-batch``)."""
+    module = WideResNet(depth=depth, widen_factor=width, num_classes=10)
+    image = sizes["conv_image"]
+    params = module.init(jax.random.key(0), jnp.zeros((1, *image)))
+    num_steps = sizes["jem_steps"]
+    key_x, key_y = jax.random.split(jax.random.key(5))
+    batch = {
+        "x": jax.random.uniform(key_x, (batch_size, *image), minval=-1.0, maxval=1.0),
+        "y": jax.random.randint(key_y, (batch_size,), 0, 10),
+    }
+    tx = optax.adam(1e-4)
+    buffer = jaxebm.replay.init(jax.random.key(3), 10 * batch_size, image)
+    state = jaxebm.train.TrainState.create(params, tx, buffer, jax.random.key(4))
+    sampler = functools.partial(jaxebm.samplers.langevin, step_size=1.0, noise_scale=0.01)
+
+    def make(k, unroll=1):
+        return jaxebm.train.make_jem_step(
+            module.apply,
+            tx,
+            sampler=sampler,
+            num_chain_steps=k,
+            reinit_prob=0.05,
+            data_noise=0.03,
+            unroll=unroll,
+            axis_name=None,
+        )
+
+    flops = linear_flops(lambda k: jax.jit(make(k, unroll=True)).lower(state, batch), num_steps)
+    compiled, compile_s = compile_timed(make(num_steps), state, batch, donate_argnums=0)
+    holder = {"state": state}
+
+    def run_call():
+        holder["state"], metrics = compiled(holder["state"], batch)
+        return jax.block_until_ready((holder["state"], metrics))
+
+    big = (depth, width) == tuple(sizes["jem_big"])
+    return Figure(
+        jem_name(depth, width),
+        f"make_jem_step, WRN-{depth}-{width}, batch {batch_size}, {num_steps} SGLD steps",
+        run_call,
+        work={"iterations_per_s": 1.0, "sgld_image_steps_per_s": num_steps * batch_size},
+        calls=sizes["jem_big_calls" if big else "jem_calls"],
+        compile_s=compile_s,
+        flops={"xla": flops},
+        describe=lambda output: {"nonfinite_skipped": int(output[1]["nonfinite_skipped"])},
+        depth=depth,
+        width=width,
+        batch=batch_size,
+        image=list(image),
+        steps=num_steps,
+    )
+
+
+def run_torch_peer(python: str, script: Path, arguments: list[str]) -> dict[str, Any]:
+    """One run of the PyTorch JEM peer: its JSON line."""
+    done = subprocess.run([python, str(script), *arguments], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"the PyTorch peer failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
+
+
+class TorchFigures:
+    """The eager PyTorch JEM step (``torch_jem.py --shared-batch``) at the sizes of the jaxebm
+    JEM figures, NCHW and ``--channels-last``, one subprocess per size and layout per round.
+
+    The peer uses as many threads as this process may use cores (``taskset`` pins both)."""
+
+    def __init__(self, python: str, script: Path, sizes):
+        self.python, self.script, self.sizes = python, script, sizes
+        self.threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2
+        self.runs: dict[str, list[dict[str, Any]]] = {}
+
+    def configurations(self):
+        for depth, width in self.sizes["jem_wrn"]:
+            for channels_last in (False, True):
+                name = "torch_" + jem_name(depth, width) + ("_cl" if channels_last else "")
+                yield name, depth, width, channels_last
+
+    def measure(self) -> None:
+        image = self.sizes["conv_image"]
+        for name, depth, width, channels_last in self.configurations():
+            first = name not in self.runs
+            arguments = [
+                f"--depth={depth}",
+                f"--width={width}",
+                f"--batch={self.sizes['jem_batch']}",
+                f"--steps={self.sizes['jem_steps']}",
+                f"--image={image[0]}",
+                f"--channels={image[2]}",
+                f"--iters={self.sizes['torch_iters']}",
+                "--warmup=1",
+                f"--buffer={10 * self.sizes['jem_batch']}",
+                f"--threads={self.threads}",
+                "--shared-batch",
+                *(["--channels-last"] if channels_last else []),
+                *([] if first else ["--no-flops"]),  # counted once, in the first round
+            ]
+            self.runs.setdefault(name, []).append(
+                run_torch_peer(self.python, self.script, arguments)
+            )
+            log(f"  {name}: {1.0 / self.runs[name][-1]['median_s_per_iter']:.4g} it/s")
+
+    def records(self, peak_flops_per_s: float | None) -> list[dict[str, Any]]:
+        out = []
+        for name, runs in self.runs.items():
+            rates = [1.0 / run["median_s_per_iter"] for run in runs]
+            value = statistics.median(rates)
+            first = runs[0]
+            flops = first.get("flops_per_iter")
+            achieved = flops * value if flops else None
+            layout = "channels-last" if first["channels_last"] else "NCHW"
+            out.append(
+                {
+                    "kind": "figure",
+                    "name": name,
+                    "what": f"eager PyTorch JEM step ({self.script.name} --shared-batch, "
+                    f"{layout}), WRN-{first['depth']}-{first['width']}, batch {first['batch']}, "
+                    f"{first['steps']} SGLD steps",
+                    "unit": "iterations_per_s",
+                    "value": value,
+                    "rounds": rates,
+                    "iterations_per_s": value,
+                    "sgld_image_steps_per_s": value * first["batch"] * first["steps"],
+                    "seconds_per_call": statistics.median(run["median_s_per_iter"] for run in runs),
+                    "compile_s": statistics.median(run["warmup_s"] for run in runs),
+                    "flops_per_call_model": flops,
+                    "gflops_per_s_model": achieved / 1e9 if achieved else None,
+                    "share_of_peak_model": achieved / peak_flops_per_s
+                    if achieved and peak_flops_per_s
+                    else None,
+                    "depth": first["depth"],
+                    "width": first["width"],
+                    "batch": first["batch"],
+                    "steps": first["steps"],
+                    "channels_last": first["channels_last"],
+                    "threads": first["threads"],
+                    "torch": first["torch"],
+                    "peer_python": self.python,
+                }
+            )
+        return out
+
+
+# ------------------------------------------------------------------------------------------------
 
 
 def selected_names(only: str | None) -> list[str]:
@@ -729,11 +1086,16 @@ def finite_positive(value: Any) -> bool:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test, < 60 s)")
-    parser.add_argument("--only", help="comma-separated names or groups (mlp, conv, train, peak)")
+    parser.add_argument(
+        "--only",
+        help="comma-separated names or groups (mlp, conv, train, resnet, igebm, jem, peak)",
+    )
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, 1 if --quick)")
     parser.add_argument("--out", help="also write the JSON lines to this file")
     parser.add_argument("--blackjax-python", help="python of a venv with blackjax, for the peer")
     parser.add_argument("--peer-script", default=str(PEER_SCRIPT), help="the blackjax peer")
+    parser.add_argument("--torch-python", help="python of a venv with torch, for the JEM peer")
+    parser.add_argument("--torch-script", default=str(TORCH_SCRIPT), help="the PyTorch JEM peer")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     rounds = args.rounds or (1 if args.quick else 3)
@@ -743,6 +1105,9 @@ def main(argv: list[str] | None = None) -> None:
     if "blackjax" in names and not args.blackjax_python:
         log("blackjax: skipped (no --blackjax-python)")
         names.remove("blackjax")
+    if "torch_jem" in names and not args.torch_python:
+        log("torch_jem: skipped (no --torch-python)")
+        names.remove("torch_jem")
     wall = time.perf_counter()
     lines = [{"kind": "machine", **machine_info(), "quick": args.quick, "rounds": rounds}]
     log(json.dumps(lines[0]))
@@ -762,13 +1127,25 @@ def main(argv: list[str] | None = None) -> None:
         "train_mlp": lambda: build_train_mlp(sizes),
         "train_conv": lambda: build_train_conv(sizes, jaxebm.nets.Conv),
         "train_conv_nn": lambda: build_train_conv(sizes, nn.Conv),
+        "resnet_langevin": lambda: build_resnet_chain(sizes, "resnet_cpu"),
+        "train_resnet": lambda: build_train_resnet(sizes, "resnet_cpu"),
+        "resnet_igebm_langevin": lambda: build_resnet_chain(sizes, "resnet_igebm"),
+        "train_resnet_igebm": lambda: build_train_resnet(sizes, "resnet_igebm"),
+        "jem_big": lambda: [build_jem(sizes, *sizes["jem_big"], sizes["jem_big_batch"])],
+        "jem_small": lambda: [
+            build_jem(sizes, d, w, sizes["jem_batch"]) for d, w in sizes["jem_wrn"]
+        ],
+        "torch_jem": lambda: TorchFigures(args.torch_python, Path(args.torch_script), sizes),
     }
     figures = {}
     for name in names:
         log(f"compile {name}")
-        figures[name] = builders[name]()
-        if isinstance(figures[name], Figure):
-            figures[name].warm_up()
+        built = builders[name]()
+        for figure in built if isinstance(built, list) else [built]:
+            key = figure.name if isinstance(figure, Figure) and isinstance(built, list) else name
+            figures[key] = figure
+            if isinstance(figure, Figure):
+                figure.warm_up()
     for round_index in range(rounds):
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         log(f"round {round_index + 1}/{rounds} (load {load:.2f})")
@@ -781,10 +1158,18 @@ def main(argv: list[str] | None = None) -> None:
     peak = figures.get("peak")
     peak_flops = statistics.median(peak.rounds["gflops_per_s"]) * 1e9 if peak else None
     records: dict[str, dict[str, Any]] = {}
-    for name, figure in figures.items():
-        found = figure.records(peak_flops) if name == "blackjax" else [figure.record(peak_flops)]
-        for record in found:
+    for figure in figures.values():
+        found = figure.record(peak_flops) if isinstance(figure, Figure) else None
+        for record in [found] if found else figure.records(peak_flops):
             records[record["name"]] = record
+    chain, train = records.get("resnet_igebm_langevin"), records.get("train_resnet_igebm")
+    if chain and train and "igebm_full_steps" in sizes:
+        # A K = 60 iteration at IGEBM size: the measured K-step iteration plus the missing
+        # chain steps at the chain figure's speed (a chain step costs the same every time).
+        missing = sizes["igebm_full_steps"] - train["steps"]
+        seconds = train["seconds_per_call"] + missing * chain["seconds_per_call"] / chain["steps"]
+        train["estimated_s_per_iteration_full_k"] = seconds
+        train["full_k"] = sizes["igebm_full_steps"]
     lines.extend(records.values())
     for ratio_name, numerator, denominator, target in RATIOS:
         if numerator in records and denominator in records:

@@ -24,6 +24,29 @@ FAKE_PEER = textwrap.dedent(
 )
 
 
+# A stand-in for the PyTorch JEM peer (shared/peers/torch_jem.py): its output format, no torch.
+FAKE_TORCH = textwrap.dedent(
+    """
+    import json, sys
+    args = {}
+    for word in sys.argv[1:]:
+        name, _, value = word.lstrip("-").partition("=")
+        args[name] = value
+    line = {
+        "peer": "torch_jem", "mode": "jem", "depth": int(args["depth"]),
+        "width": int(args["width"]), "batch": int(args["batch"]), "steps": int(args["steps"]),
+        "channels_last": "channels-last" in args, "threads": int(args["threads"]),
+        "torch": "0", "median_s_per_iter": 0.5, "warmup_s": 0.6,
+    }
+    if "no-flops" not in args:
+        line["flops_per_iter"] = 1.0e9
+    print(json.dumps(line))
+    """
+)
+# Everything but the IGEBM-size ResNet and WRN-28-10 figures (the same code at other sizes).
+QUICK_ONLY = "peak,mlp,conv,train,resnet,jem"
+
+
 def run_bench(*args, cwd):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run(
@@ -32,7 +55,7 @@ def run_bench(*args, cwd):
         text=True,
         env=env,
         cwd=cwd,
-        timeout=300,
+        timeout=900,
         check=False,
     )
 
@@ -44,9 +67,13 @@ def positive(value):
 def test_quick_bench_prints_every_figure(tmp_path):
     peer = tmp_path / "peer.py"
     peer.write_text(FAKE_PEER)
+    torch_peer = tmp_path / "torch_peer.py"
+    torch_peer.write_text(FAKE_TORCH)
     out = tmp_path / "bench.jsonl"
-    args = ["--quick", "--out", str(out), "--blackjax-python", sys.executable]
-    done = run_bench(*args, "--peer-script", str(peer), cwd=tmp_path)
+    args = ["--quick", "--only", QUICK_ONLY, "--out", str(out)]
+    args += ["--blackjax-python", sys.executable, "--peer-script", str(peer)]
+    args += ["--torch-python", sys.executable, "--torch-script", str(torch_peer)]
+    done = run_bench(*args, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert out.read_text().splitlines() == done.stdout.splitlines()
@@ -83,6 +110,11 @@ def test_quick_bench_prints_every_figure(tmp_path):
         "train_mlp": "iterations_per_s",
         "train_conv": "iterations_per_s",
         "train_conv_nn": "iterations_per_s",
+        "resnet_langevin": "steps_per_s",
+        "train_resnet": "iterations_per_s",
+        "jem_wrn10_1": "iterations_per_s",
+        "torch_jem_wrn10_1": "iterations_per_s",
+        "torch_jem_wrn10_1_cl": "iterations_per_s",
     }
     assert set(figures) == set(expected)
     for name, unit in expected.items():
@@ -99,6 +131,15 @@ def test_quick_bench_prints_every_figure(tmp_path):
     for name in ("conv_scan", "conv_loop"):
         assert positive(figures[name]["sample_steps_per_s"])
     assert positive(figures["train_conv"]["flops_per_call_xla"])
+    for name in ("resnet_langevin", "train_resnet", "jem_wrn10_1"):
+        for key in ("flops_per_call_xla", "gflops_per_s_xla", "share_of_peak_xla"):
+            assert positive(figures[name][key]), (name, key)
+    assert positive(figures["resnet_langevin"]["langevin_image_steps_per_s"])
+    assert positive(figures["jem_wrn10_1"]["sgld_image_steps_per_s"])
+    assert figures["jem_wrn10_1"]["nonfinite_skipped"] == 0
+    for name in ("torch_jem_wrn10_1", "torch_jem_wrn10_1_cl"):
+        assert figures[name]["value"] == 2.0 and positive(figures[name]["share_of_peak_model"])
+    assert figures["torch_jem_wrn10_1_cl"]["channels_last"] is True
     assert figures["mlp_mala"]["finite"] and 0 <= figures["mlp_mala"]["accept_rate"] <= 1
 
     ratios = {line["name"]: line for line in lines if line["kind"] == "ratio"}
@@ -110,10 +151,16 @@ def test_quick_bench_prints_every_figure(tmp_path):
         "conv_scan_after_over_before",
         "conv_scan_over_unrolled_after",
         "train_conv_after_over_before",
+        "jem_wrn10_1_over_torch",
+        "jem_wrn10_1_over_torch_channels_last",
     ):
         assert positive(ratios[name]["value"]), name
     mala = ratios["jaxebm_mala_over_blackjax_mala"]
     assert math.isclose(mala["value"], figures["mlp_mala"]["value"] / 1.0e6)
+    jem = ratios["jem_wrn10_1_over_torch"]
+    assert jem["target"] == 1.0 and math.isclose(
+        jem["value"], figures["jem_wrn10_1"]["value"] / 2.0
+    )
 
 
 def test_unknown_name_is_refused(tmp_path):

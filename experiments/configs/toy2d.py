@@ -10,6 +10,12 @@ Another density, or the smoke-test size:
 Expect in <workdir>/summary.json a test log-likelihood (nats, exp(-E) normalised on a grid) near
 the true density's and at least that of a cross-validated Gaussian KDE on the same training points;
 samples.png and density.png show learnt against true.
+
+The run heals itself (config.recovery, docs/architecture.md "Self-healing training"): if its
+energies leave the recovery bounds (a learning rate far too high does it), it rolls back to the
+last good checkpoint with a new seed and the rate times recovery.lr_factor, logs
+<workdir>/events.jsonl and carries on, or stops with a RuntimeError after recovery.max_rollbacks
+rollbacks; summary.json counts the rollbacks (tests/test_recovery.py forces one).
 """
 
 import ml_collections
@@ -77,6 +83,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.checkpoint.every_steps = 1_000
     config.checkpoint.max_to_keep = 3
 
+    # Self-healing training (jaxebm.recovery): when the energies leave the bounds below at
+    # `patience` consecutive checks, or the non-finite guard skips `max_nonfinite` steps, the run
+    # goes back to the last checkpoint written before the trouble began, folds a new seed into its
+    # key, multiplies the learning rate by `lr_factor` and carries on; after `max_rollbacks` it
+    # stops with a RuntimeError. Each check reads the step's metrics on the host (one sync).
+    # Configs without this section train without it (and without the rate factor in opt_state).
+    config.recovery = ml_collections.ConfigDict()
+    config.recovery.enabled = True
+    config.recovery.check_every = 10  # steps between checks (0: train.log_every)
+    config.recovery.patience = 3  # consecutive bad checks before a rollback
+    config.recovery.max_abs_energy = 100.0  # a healthy 2-D toy's energies stay below ~10
+    config.recovery.max_abs_energy_gap = 100.0
+    config.recovery.max_nonfinite = 10  # steps skipped by the non-finite guard
+    config.recovery.lr_factor = 0.3  # learning rate x0.3 per rollback
+    config.recovery.max_rollbacks = 3
+
     config.eval = ml_collections.ConfigDict()
     config.eval.grid_resolution = 256
     config.eval.num_samples = 2_000
@@ -92,6 +114,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.train.batch_size = 64
         config.train.log_every = 5
         config.checkpoint.every_steps = 10
+        config.recovery.check_every = 5
         config.eval.grid_resolution = 64
         config.eval.num_samples = 256
         config.eval.num_sample_steps = 20

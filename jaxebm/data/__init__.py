@@ -1,5 +1,7 @@
-"""Offline data: 2-D toy densities (``toy``) and host-side batching (``pipeline``)."""
+"""Data: 2-D toy densities (``toy``), scikit-learn's digits (``digits``), prepared TFDS image
+sets read without TensorFlow (``tfds``), host-side batching (``pipeline``) and label scarcity /
+domain shift splits (``transfer``)."""
 
-from jaxebm.data import pipeline, toy
+from jaxebm.data import digits, pipeline, tfds, toy, transfer
 
-__all__ = ["pipeline", "toy"]
+__all__ = ["digits", "pipeline", "tfds", "toy", "transfer"]

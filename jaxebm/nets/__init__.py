@@ -3,5 +3,6 @@
 from jaxebm.nets.conv import Conv, ConvEnergy, conv
 from jaxebm.nets.mlp import MLPEnergy
 from jaxebm.nets.resnet import ResNetEnergy, leaky_relu
+from jaxebm.nets.wideresnet import WideResNet
 
-__all__ = ["MLPEnergy", "ResNetEnergy", "Conv", "ConvEnergy", "conv", "leaky_relu"]
+__all__ = ["MLPEnergy", "ResNetEnergy", "WideResNet", "Conv", "ConvEnergy", "conv", "leaky_relu"]

@@ -8,12 +8,16 @@ computation only, not inside while-loop bodies, so in a Langevin chain (``lax.sc
 input-gradient convolution falls back to a generic loop nest, several times slower. ``conv``
 builds the flipped, feature-swapped kernel itself in its ``jax.custom_vjp`` backward pass and calls
 an ordinary NHWC/HWIO forward convolution, which stays on the fast path everywhere (see
-``docs/benchmarks.md``). Values and gradients equal ``lax.conv_general_dilated``'s.
+``docs/benchmarks.md``). For a strided convolution JAX's input gradient dilates the output
+gradient with zeros (``lhs_dilation``), wasting ``1 - 1/s**d`` of its multiplications; ``conv``
+splits it into one stride-1 convolution per output phase instead. Values and gradients equal
+``lax.conv_general_dilated``'s.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -83,31 +87,72 @@ def _forward(x, kernel, strides, padding, precision):
 
 
 def _input_grad(g, kernel, in_spatial, strides, padding, precision):
-    """``dL/dx`` as a forward convolution of the output gradient ``g`` ``[B, *out, O]``.
+    """``dL/dx`` as forward convolutions of the output gradient ``g`` ``[B, *out, O]``.
 
-    The transposed convolution: ``g`` dilated by the strides (``lhs_dilation``), padded so that
-    the result has the input's size, convolved with the kernel flipped in space and with its
-    feature axes swapped (``[*K, O, I]``, still HWIO for this convolution). Padding as in
-    ``jax._src.lax.convolution._conv_general_vjp_lhs_padding``: before ``= K - 1 - low``, after
-    ``= N - 1 - (M - 1) * s + low`` for input size ``N``, output size ``M``, stride ``s``.
+    The transposed convolution: ``g`` convolved with the kernel flipped in space and with its
+    feature axes swapped (``[*K, O, I]``, still HWIO for this convolution). With stride 1 this is
+    one convolution, padded as in ``jax._src.lax.convolution._conv_general_vjp_lhs_padding``:
+    before ``= K - 1 - low``, after ``= N - 1 - (M - 1) * s + low`` for input size ``N``, output
+    size ``M``, stride ``s``. With stride ``s > 1``, JAX dilates ``g`` by ``s`` (zeros between
+    its entries), so ``s**d - 1`` of every ``s**d`` multiplications are by zero, in a convolution
+    XLA:CPU runs on its generic path; here each of the ``s**d`` output phases is instead a stride-1
+    convolution of ``g`` with the kernel taps of that phase (``kernel[r::s]``), and the phases are
+    interleaved (the sub-pixel decomposition of a transposed convolution): the forward pass's
+    FLOPs, in convolutions as ordinary as the forward ones.
     """
     num_spatial = kernel.ndim - 2
     out_spatial = g.shape[1:-1]
-    pads = []
-    for n, k, m, s, (low, _) in zip(
-        in_spatial, kernel.shape[:num_spatial], out_spatial, strides, padding, strict=True
-    ):
-        pads.append((k - 1 - low, n - 1 - (m - 1) * s + low))
-    flipped = jnp.swapaxes(jnp.flip(kernel, axis=tuple(range(num_spatial))), -1, -2)
-    return lax.conv_general_dilated(
-        g,
-        flipped,
-        window_strides=(1,) * num_spatial,
-        padding=pads,
-        lhs_dilation=strides,
-        dimension_numbers=_dimension_numbers(num_spatial),
-        precision=precision,
+    swapped = jnp.swapaxes(kernel, -1, -2)  # [*K, O, I]
+    if all(s == 1 for s in strides):
+        pads = [
+            (k - 1 - low, n - 1 - (m - 1) + low)
+            for n, k, m, (low, _) in zip(
+                in_spatial, kernel.shape[:num_spatial], out_spatial, padding, strict=True
+            )
+        ]
+        return lax.conv_general_dilated(
+            g,
+            jnp.flip(swapped, axis=tuple(range(num_spatial))),
+            window_strides=(1,) * num_spatial,
+            padding=pads,
+            dimension_numbers=_dimension_numbers(num_spatial),
+            precision=precision,
+        )
+    # Input position n (padded: n + low) takes g[q - j] * kernel[r + j s] where n + low = q s + r.
+    lows = [low for low, _ in padding]
+    num_phases = [-(-(n + low) // s) for n, low, s in zip(in_spatial, lows, strides, strict=True)]
+    phases = []
+    for residues in itertools.product(*(range(s) for s in strides)):
+        taps = swapped[tuple(slice(r, None, s) for r, s in zip(residues, strides, strict=True))]
+        shape = (g.shape[0], *num_phases, kernel.shape[-2])
+        if 0 in taps.shape[:num_spatial]:  # a kernel smaller than the stride: no tap reaches
+            phases.append(jnp.zeros(shape, g.dtype))
+            continue
+        pads = [
+            (j - 1, q - m)
+            for j, q, m in zip(taps.shape[:num_spatial], num_phases, out_spatial, strict=True)
+        ]
+        phases.append(
+            lax.conv_general_dilated(
+                g,
+                jnp.flip(taps, axis=tuple(range(num_spatial))),
+                window_strides=(1,) * num_spatial,
+                padding=pads,
+                dimension_numbers=_dimension_numbers(num_spatial),
+                precision=precision,
+            )
+        )
+    # [prod(s), B, *Q, I] -> [B, Q_0, s_0, Q_1, s_1, ..., I] -> [B, Q_0 s_0, ..., I], then crop.
+    stacked = jnp.stack(phases).reshape(*strides, g.shape[0], *num_phases, kernel.shape[-2])
+    order = [num_spatial]
+    for axis in range(num_spatial):
+        order += [num_spatial + 1 + axis, axis]
+    order.append(2 * num_spatial + 1)
+    dense = jnp.transpose(stacked, order).reshape(
+        g.shape[0], *(q * s for q, s in zip(num_phases, strides, strict=True)), kernel.shape[-2]
     )
+    crop = tuple(slice(low, low + n) for low, n in zip(lows, in_spatial, strict=True))
+    return dense[(slice(None), *crop, slice(None))]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))

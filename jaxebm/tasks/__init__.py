@@ -7,7 +7,14 @@ bounds=(-1, 1))``), so any of ``jaxebm.samplers`` works. Images are float32 ``[B
 ``[-1, 1]``.
 """
 
-from jaxebm.tasks.classify import attack, class_energies, classification_loss, classify, refine
+from jaxebm.tasks.classify import (
+    attack,
+    class_energies,
+    classification_loss,
+    classify,
+    fit_class_offsets,
+    refine,
+)
 from jaxebm.tasks.compose import (
     compose_labels,
     conjunction_of,
@@ -43,6 +50,7 @@ __all__ = [
     "ood_scores",
     "jem_scores",
     "class_energies",
+    "fit_class_offsets",
     "classify",
     "classification_loss",
     "attack",

@@ -12,7 +12,14 @@ from jaxebm.samplers.base import check_bounds, clamp, per_example_norm
 from jaxebm.tasks.generate import Sampler, generate
 from jaxebm.types import Array, ArrayLike, EnergyFn, EnergyX, Params, PRNGKey
 
-__all__ = ["class_energies", "classify", "classification_loss", "attack", "refine"]
+__all__ = [
+    "class_energies",
+    "fit_class_offsets",
+    "classify",
+    "classification_loss",
+    "attack",
+    "refine",
+]
 
 LossFn = Callable[[Array, Array], Array]  # (x [B, ...], y [B]) -> per-example losses [B]
 
@@ -45,19 +52,88 @@ def class_energies(energy_fn: EnergyFn, params: Params, x: ArrayLike, num_classe
     return jax.vmap(one_class)(jnp.arange(int(num_classes), dtype=jnp.int32)).T
 
 
-def classify(
-    energy_fn: EnergyFn, params: Params, x: ArrayLike, num_classes: int
-) -> tuple[Array, Array]:
-    """Predicts ``argmin_y E(x, y)`` by evaluating every class.
+def fit_class_offsets(
+    energies: ArrayLike, labels: ArrayLike, *, num_steps: int = 1_000, learning_rate: float = 0.05
+) -> Array:
+    """Per-class energy offsets ``b`` so that ``argmin_y E(x, y) + b_y`` fits the labels.
 
-    ``p(y | x) = softmax_y(-E(x, y))`` (Grathwohl et al. 2019; Du & Mordatch 2019), so
-    ``-E(x, .)`` are the logits.
+    A model trained generatively, ``p(x | y) = exp(-E(x, y)) / Z_y``, leaves each class's
+    normaliser ``Z_y`` free: nothing in contrastive training ties the energy levels of different
+    classes together, and a drift of a few hundredths decides ``argmin_y E(x, y)`` for every
+    input. Bayes' rule needs ``log Z_y`` (``p(y | x) ∝ exp(-E(x, y)) / Z_y`` for balanced
+    classes); ``b_y`` estimates it, up to a shared constant, from labelled examples: the logistic
+    fit ``softmax_y(-s (E(x, y) + b_y))`` with a free scale ``s > 0`` (convex in ``s`` and
+    ``s b``; fitted with Adam on standardised energies, so it works at any energy scale). The
+    scale only sharpens the fit; it is not returned, and the model's own ``p(y | x)`` stays
+    ``softmax(-E - b)``. A JEM model, whose energies are logits, needs no offsets.
+
+    Args:
+      energies: ``E(x, y)`` of labelled examples for every class, ``[N, K]``
+        (:func:`class_energies`).
+      labels: ``[N]`` int labels.
+      num_steps: Adam steps.
+      learning_rate: Adam step size (in standardised units).
+
+    Returns:
+      Offsets ``[K]`` with mean 0; pass them as ``offsets`` to :func:`classify`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> energies = jnp.array([[0.0, 1.0], [1.0, 0.0], [0.2, 0.9]]) + jnp.array([0.0, -5.0])
+      >>> offsets = fit_class_offsets(energies, jnp.array([0, 1, 0]))
+      >>> bool(offsets[1] > offsets[0])  # class 1's energies run low: its offset is high
+      True
+    """
+    import optax  # only this estimator needs it
+
+    energies = jnp.asarray(energies, jnp.float32)
+    labels = jnp.asarray(labels, jnp.int32)
+    if energies.ndim != 2 or labels.shape != energies.shape[:1]:
+        raise ValueError(
+            f"energies must be [N, K] and labels [N], got {energies.shape} and {labels.shape}"
+        )
+    spread = jnp.maximum(jnp.std(energies), jnp.finfo(jnp.float32).tiny)
+    standard = (energies - jnp.mean(energies)) / spread
+    tx = optax.adam(learning_rate)
+
+    def loss(theta):  # logits -(s E + c): linear in (log-free) s and c = s b, so convex
+        scale, shifted = theta
+        logits = -(scale * standard + shifted)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    def step(carry, _):
+        theta, opt_state = carry
+        updates, opt_state = tx.update(jax.grad(loss)(theta), opt_state)
+        return (optax.apply_updates(theta, updates), opt_state), None
+
+    theta = (jnp.ones(()), jnp.zeros(energies.shape[1]))
+    fit = jax.jit(lambda theta: jax.lax.scan(step, (theta, tx.init(theta)), None, num_steps)[0][0])
+    scale, shifted = fit(theta)
+    scale = jnp.maximum(scale, jnp.finfo(jnp.float32).eps)  # s <= 0 would mean anti-correlated
+    offsets = shifted * spread / scale  # back to the energies' own units
+    return offsets - jnp.mean(offsets)
+
+
+def classify(
+    energy_fn: EnergyFn,
+    params: Params,
+    x: ArrayLike,
+    num_classes: int,
+    *,
+    offsets: ArrayLike | None = None,
+) -> tuple[Array, Array]:
+    """Predicts ``argmin_y E(x, y) + b_y`` by evaluating every class.
+
+    ``p(y | x) = softmax_y(-E(x, y) - b_y)`` (Grathwohl et al. 2019; Du & Mordatch 2019), so
+    ``-E(x, .) - b`` are the logits; ``b`` are the class offsets of
+    :func:`fit_class_offsets` (zero by default, right for JEM's logit energies).
 
     Args:
       energy_fn: A conditional energy ``energy_fn(params, x[B, ...], y[B]) -> [B]``.
       params: Its parameters.
       x: Inputs ``[B, ...]``.
       num_classes: Number of classes ``C``.
+      offsets: Per-class offsets ``[C]`` added to the energies, or ``None``.
 
     Returns:
       ``(predictions [B] int32, logits [B, C])`` with ``logits = -E(x, y)``; use
@@ -72,24 +148,31 @@ def classify(
       >>> predictions.tolist()
       [0, 1]
     """
-    logits = -class_energies(energy_fn, params, x, num_classes)
+    logits = -_offset(class_energies(energy_fn, params, x, num_classes), offsets)
     return jnp.argmax(logits, axis=-1).astype(jnp.int32), logits
 
 
-def classification_loss(energy_fn: EnergyFn, params: Params, num_classes: int) -> LossFn:
-    """Per-example cross-entropy of ``softmax(-E(x, .))`` against the labels: PGD's objective.
+def _offset(energies: Array, offsets: ArrayLike | None) -> Array:
+    return energies if offsets is None else energies + jnp.asarray(offsets, energies.dtype)
+
+
+def classification_loss(
+    energy_fn: EnergyFn, params: Params, num_classes: int, *, offsets: ArrayLike | None = None
+) -> LossFn:
+    """Per-example cross-entropy of ``softmax(-E(x, .) - b)`` against the labels: PGD's objective.
 
     Args:
       energy_fn: A conditional energy ``energy_fn(params, x[B, ...], y[B]) -> [B]``.
       params: Its parameters.
       num_classes: Number of classes ``C``.
+      offsets: Per-class offsets ``b`` (:func:`fit_class_offsets`), or ``None``.
 
     Returns:
       ``loss_fn(x [B, ...], y [B]) -> [B]``.
     """
 
     def loss_fn(x: Array, y: Array) -> Array:
-        logits = -class_energies(energy_fn, params, x, num_classes)
+        logits = -_offset(class_energies(energy_fn, params, x, num_classes), offsets)
         log_probs = jax.nn.log_softmax(logits, axis=-1)
         return -jnp.take_along_axis(log_probs, jnp.asarray(y, jnp.int32)[:, None], axis=-1)[:, 0]
 

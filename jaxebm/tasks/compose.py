@@ -1,13 +1,18 @@
 """Compositional generation: AND / OR / NOT of the concepts (labels) of a conditional energy.
 
 The combinators are :mod:`jaxebm.energy`'s (Du, Li & Mordatch 2020); this module binds them to
-label sets so that, e.g., "class 1 and class 3 but not class 5" is one ``energy_x``.
+label sets so that, e.g., "class 1 and class 3 but not class 5" is one ``energy_x``. The concepts
+of one label set are evaluated in one ``vmap``ped network call (the same numbers as the
+combinators, one copy of the network in a compiled chain instead of one per label).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+
+import jax
+import jax.numpy as jnp
 
 from jaxebm import energy, replay
 from jaxebm.tasks.generate import Sampler, from_noise
@@ -26,17 +31,35 @@ __all__ = [
 Labels = Sequence[ArrayLike]
 
 
-def _concepts(energy_fn: EnergyFn, params: Params, labels: Labels, name: str) -> list[EnergyX]:
+def _stacked(energy_fn: EnergyFn, params: Params, labels: Labels, name: str) -> EnergyX:
+    """``x -> [K, B]`` energies of ``K`` concepts in one ``vmap``ped network call.
+
+    The combinators of ``jaxebm.energy`` evaluate each concept separately; with K classes that
+    puts K copies of the network in every compiled chain. Broadcasting every concept to ``[B]``
+    labels and mapping over them keeps one copy, with the same numbers.
+    """
     if isinstance(labels, int) or getattr(labels, "ndim", 1) == 0:
         raise ValueError(f"{name} must be a sequence of labels (e.g. [0, 3]), got {labels!r}")
     labels = list(labels)
     if not labels:
         raise ValueError(f"{name} needs at least one label")
-    return [energy.bind(energy.conditional(energy_fn, y), params) for y in labels]
+
+    def energies(x: ArrayLike) -> Array:
+        x = jnp.asarray(x)
+        batch = (x.shape[0],)
+        ys = jnp.stack([jnp.broadcast_to(jnp.asarray(y, jnp.int32), batch) for y in labels])
+        return jax.vmap(lambda y: energy_fn(params, x, y))(ys)
+
+    return energies
+
+
+def _sum_of(energy_fn: EnergyFn, params: Params, labels: Labels, name: str) -> EnergyX:
+    stacked = _stacked(energy_fn, params, labels, name)
+    return lambda x: jnp.sum(stacked(x), axis=0)
 
 
 def _is_given(labels: Labels) -> bool:
-    """``False`` only for an empty label set (anything else is checked by :func:`_concepts`)."""
+    """``False`` only for an empty label set (anything else is checked by :func:`_stacked`)."""
     return not (hasattr(labels, "__len__") and len(labels) == 0)
 
 
@@ -61,7 +84,7 @@ def conjunction_of(energy_fn: EnergyFn, params: Params, labels: Labels) -> Energ
       >>> conjunction_of(energy_fn, None, [0, 2])(jnp.ones((1, 1))).tolist()  # 1 + 1
       [2.0]
     """
-    return energy.conjunction(*_concepts(energy_fn, params, labels, "labels"))
+    return _sum_of(energy_fn, params, labels, "labels")
 
 
 def disjunction_of(
@@ -81,8 +104,10 @@ def disjunction_of(
     Raises:
       ValueError: If ``labels`` is empty or ``temperature <= 0``.
     """
-    concepts = _concepts(energy_fn, params, labels, "labels")
-    return energy.disjunction(*concepts, temperature=temperature)
+    if not float(temperature) > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    stacked = _stacked(energy_fn, params, labels, "labels")
+    return lambda x: -temperature * jax.nn.logsumexp(-stacked(x) / temperature, axis=0)
 
 
 def negation_of(
@@ -110,7 +135,7 @@ def negation_of(
       ValueError: If either label set is empty.
     """
     wanted = conjunction_of(energy_fn, params, labels)
-    avoided = energy.conjunction(*_concepts(energy_fn, params, negated_labels, "negated_labels"))
+    avoided = _sum_of(energy_fn, params, negated_labels, "negated_labels")
     return energy.negation(wanted, avoided, alpha=alpha)
 
 
@@ -154,7 +179,7 @@ def compose_labels(
         raise ValueError("compose_labels needs labels in all_of or any_of")
     composed = energy.conjunction(*parts)
     if _is_given(none_of):
-        avoided = energy.conjunction(*_concepts(energy_fn, params, none_of, "none_of"))
+        avoided = _sum_of(energy_fn, params, none_of, "none_of")
         composed = energy.negation(composed, avoided, alpha=alpha)
     return composed
 

@@ -1,0 +1,92 @@
+"""WideResNet: a norm-free wide residual classifier giving logits, the JEM classifier/energy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxebm.nets.conv import Conv
+from jaxebm.nets.resnet import leaky_relu
+from jaxebm.types import Array
+
+__all__ = ["WideResNet"]
+
+
+class _WideBlock(nn.Module):
+    """Pre-activation block: act, 3x3 conv (strided), act, 3x3 conv, plus a (1x1) shortcut."""
+
+    features: int
+    stride: int
+    activation: Callable[[Array], Array]
+    conv: Callable[..., nn.Module]
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        h = self.conv(self.features, (3, 3), strides=self.stride, padding="SAME")(
+            self.activation(x)
+        )
+        h = self.conv(self.features, (3, 3), padding="SAME")(self.activation(h))
+        shortcut = x
+        if x.shape[-1] != self.features or self.stride != 1:
+            shortcut = self.conv(self.features, (1, 1), strides=self.stride, padding="SAME")(x)
+        return h + shortcut
+
+
+class WideResNet(nn.Module):
+    """Logits ``[B, num_classes]`` of images ``[B, H, W, C]`` in ``[-1, 1]``.
+
+    WRN-``depth``-``widen_factor`` of Zagoruyko & Komodakis (2016): a 3x3 stem convolution with
+    16 features, then three groups of ``n = (depth - 4) / 6`` pre-activation residual blocks
+    with ``16k``, ``32k`` and ``64k`` features (``k = widen_factor``; the first block of the
+    second and third groups has stride 2), the activation, a global mean pool and a dense layer.
+    As JEM trains it (Grathwohl et al. 2019, appendix), there is no batch normalisation, so
+    examples are independent and ``jaxebm.energy.from_logits`` gives batch-native energies
+    ``E(x) = -logsumexp_y f(x)[y]`` and ``E(x, y) = -f(x)[y]``; and the activation is leaky ReLU
+    (slope 0.2) rather than ReLU, so the input gradient Langevin dynamics follows is nonzero
+    everywhere.
+
+    Attributes:
+      depth: ``6n + 4`` (JEM: 28, i.e. 4 blocks per group).
+      widen_factor: ``k`` (JEM: 10).
+      num_classes: Number of logits.
+      activation: ``leaky_relu`` (slope 0.2), or e.g. ``nn.swish``.
+      conv: The convolution module (``jaxebm.nets.Conv``: fast input gradients inside
+        XLA:CPU loops; ``flax.linen.Conv`` takes the same parameters).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxebm.nets import WideResNet
+      >>> module = WideResNet(depth=10, widen_factor=1, num_classes=10)
+      >>> params = module.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+      >>> module.apply(params, jnp.zeros((3, 8, 8, 1))).shape
+      (3, 10)
+    """
+
+    depth: int = 28
+    widen_factor: int = 10
+    num_classes: int = 10
+    activation: Callable[[Array], Array] = leaky_relu
+    conv: Callable[..., nn.Module] = Conv
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        if self.depth < 10 or (self.depth - 4) % 6:
+            raise ValueError(f"WideResNet depth must be 6n + 4 with n >= 1, got {self.depth}")
+        if self.widen_factor < 1 or self.num_classes < 1:
+            raise ValueError(
+                "WideResNet needs widen_factor >= 1 and num_classes >= 1, got "
+                f"{self.widen_factor} and {self.num_classes}"
+            )
+        x = jnp.asarray(x, jnp.float32)
+        if x.ndim != 4:
+            raise ValueError(f"WideResNet takes images [B, H, W, C], got shape {x.shape}")
+        blocks_per_group = (self.depth - 4) // 6
+        h = self.conv(16, (3, 3), padding="SAME")(x)
+        for group, base in enumerate((16, 32, 64)):
+            for block in range(blocks_per_group):
+                stride = 2 if group > 0 and block == 0 else 1
+                h = _WideBlock(base * self.widen_factor, stride, self.activation, self.conv)(h)
+        h = jnp.mean(self.activation(h), axis=(1, 2))
+        return nn.Dense(self.num_classes)(h)

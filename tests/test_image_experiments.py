@@ -1,0 +1,92 @@
+"""Image EBM experiments end to end: every IGEBM config's :quick run (TFDS sets mocked), and
+every evaluation task on the digits with the figures and numbers it writes."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from experiments import evaluate, image_eval, train
+from experiments.configs import cifar10_igebm, digits_igebm, imagenet32_igebm, mnist_igebm
+
+
+def test_digits_quick_trains_and_every_task_writes_its_figure(tmp_path):
+    config = digits_igebm.get_config("quick")
+    summary = train.train_and_evaluate(config, str(tmp_path))
+    assert summary["steps"] == config.train.num_steps
+    assert set(image_eval.TASKS) <= set(summary), sorted(summary)
+    for name in image_eval.TASKS:
+        assert os.path.getsize(tmp_path / f"{name}.png") > 0, name
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    # The numbers of a 2-step model are not meaningful, but each is a number of the right kind.
+    fid = saved["generate"]["fid"]
+    assert fid["train_data"] < fid["gaussian_baseline"]  # the metric tells real digits apart
+    assert 0.9 < fid["feature_net_test_accuracy"] <= 1.0
+    for name in ("bottom half", "centre box"):
+        assert (
+            saved["inpaint"][name]["mse_ebm"] >= 0 and saved["inpaint"][name]["mse_mean_fill"] > 0
+        )
+    assert 0.0 <= saved["ood"]["auroc_uniform_noise"] <= 1.0
+    assert 0.0 <= saved["classify"]["accuracy"] <= 1.0 and saved["classify"]["num_examples"] == 360
+    assert set(saved["attack"]) >= {"clean_accuracy", "linf_0.06", "l2_0.48"}
+
+    # A single task on the restored run, as `python -m experiments.evaluate --task=...` does.
+    config, dataset, model, state = evaluate.restore_run(str(tmp_path))
+    result = evaluate.evaluate_run(config, str(tmp_path), state, dataset, model, task="classify")
+    assert result["classify"] == saved["classify"]
+    with pytest.raises(ValueError, match="2-D runs"):
+        evaluate.evaluate_run(config, str(tmp_path), state, dataset, model, task="density")
+
+
+def test_conditional_tasks_need_a_conditional_model(tmp_path):
+    config = digits_igebm.get_config("quick")
+    config.model.conditional = False
+    config.eval.tasks = ("ood",)
+    summary = train.train_and_evaluate(config, str(tmp_path))
+    assert "auroc_inverted" in summary["ood"]
+    config, dataset, model, state = evaluate.restore_run(str(tmp_path))
+    with pytest.raises(ValueError, match="class-conditional model"):
+        evaluate.evaluate_run(config, str(tmp_path), state, dataset, model, task="classify")
+
+
+def _imagenet32_records(self, split, **kwargs):
+    """downsampled_imagenet declares images of no fixed size: mock 32x32x3 ones explicitly."""
+    rng = np.random.default_rng(0)
+    return [{"image": rng.integers(0, 256, (32, 32, 3), np.uint8)} for _ in range(16)]
+
+
+@pytest.mark.parametrize(
+    "module, mock",
+    [
+        (cifar10_igebm, {}),
+        (mnist_igebm, {}),
+        (imagenet32_igebm, {"as_data_source_fn": _imagenet32_records}),
+    ],
+)
+def test_image_configs_quick_one_step(tmp_path, module, mock):
+    config = module.get_config("quick")
+    config.train.num_steps = 1
+    config.eval.tasks = ("ood",)  # the other tasks run in the digits test above
+    config.eval.ood_datasets = ()
+    with tfds.testing.mock_data(num_examples=16, **mock):
+        summary = train.train_and_evaluate(config, str(tmp_path))
+    assert summary["steps"] == 1 and summary["dataset"] == config.data.name
+    assert 0.0 <= summary["ood"]["auroc_uniform_noise"] <= 1.0
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert np.isfinite(rows[-1]["loss"])
+    assert config.model.spectral_norm and config.sampler.num_steps >= 1
+
+
+def test_cifar10_config_is_the_igebm_recipe():
+    config = cifar10_igebm.get_config()
+    assert config.sampler.num_steps == 60 and config.sampler.step_size == 10.0
+    assert config.sampler.noise_scale == 0.005 and config.sampler.grad_clip == 0.01
+    assert config.sampler.clip_mode == "value"
+    assert config.buffer.capacity == 10_000 and config.buffer.reinit_prob == 0.05
+    assert config.loss.l2_coeff == 1.0 and config.model.spectral_norm
+    assert config.optim.learning_rate == 3e-4 and config.optim.b1 == 0.0
+    assert config.optim.b2 == 0.999 and config.train.batch_size == 128
+    with pytest.raises(ValueError, match="unknown config variant"):
+        cifar10_igebm.get_config("fast")
