@@ -190,7 +190,9 @@ def _transfer_dataset(config: ml_collections.ConfigDict, dataset: Dataset) -> Da
     train, test = dataset.train, dataset.test
     if config.data.get("target_domain", ""):
         shift = config.data.target_domain
-        train = jaxebm.data.transfer.adaptation_split(train, shift, seed=seed)
+        train = jaxebm.data.transfer.adaptation_split(
+            train, shift, seed=seed, gen_on_source=bool(config.data.get("gen_on_source", False))
+        )
         # The test set is the target domain (other noise than the training half's).
         test = {**test, "x": jaxebm.data.transfer.shift_domain(test["x"], shift, seed=seed + 1)}
         if config.data.get("labels_per_class", 0):

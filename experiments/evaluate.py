@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import app, flags
+from absl import logging as absl_logging
 
 import jaxebm
 from experiments import builders, image_eval, jem_eval
@@ -154,6 +155,8 @@ def main(argv):
     del argv
     if FLAGS.workdir is None:
         raise app.UsageError("--workdir is required")
+    if not FLAGS["verbosity"].present:  # orbax logs restores at INFO
+        absl_logging.set_verbosity(absl_logging.WARNING)
     config, dataset, model, state = restore_run(FLAGS.workdir)
     summary = evaluate_run(config, FLAGS.workdir, state, dataset, model, task=FLAGS.task)
     summary["steps"] = int(state.step)

@@ -26,7 +26,8 @@ def test_digits_quick_trains_and_every_task_writes_its_figure(tmp_path):
     assert 0.9 < fid["feature_net_test_accuracy"] <= 1.0
     for name in ("bottom half", "centre box"):
         assert (
-            saved["inpaint"][name]["mse_ebm"] >= 0 and saved["inpaint"][name]["mse_mean_fill"] > 0
+            saved["inpaint"][name]["mse_ebm_mean"] >= 0
+            and saved["inpaint"][name]["mse_mean_fill"] > 0
         )
     assert 0.0 <= saved["ood"]["auroc_uniform_noise"] <= 1.0
     assert 0.0 <= saved["classify"]["accuracy"] <= 1.0 and saved["classify"]["num_examples"] == 360

@@ -294,6 +294,26 @@ def test_semi_supervised_and_adaptation_splits():
     np.testing.assert_array_equal(transfer.shift_domain(x, "inverted"), -x)
     noisy = transfer.shift_domain(np.zeros((1000, 4), np.float32), "noisy", seed=3)
     assert abs(float(noisy.std()) - 0.1) < 0.01  # std 0.1, 4000 draws: ~1% sampling error
+    faint = transfer.shift_domain(x, "low_contrast")
+    np.testing.assert_allclose(faint, 0.5 * x - 0.5, atol=1e-6)  # [-1, 1] -> [-1, 0]
+    assert faint.min() >= -1.0 and faint.max() <= 0.0
+    zeros = np.zeros((1000, 4), np.float32)
+    faint_noisy = transfer.shift_domain(zeros, "low_contrast_noisy", seed=3)
+    assert faint_noisy.dtype == np.float32 and faint_noisy.shape == zeros.shape
+    assert abs(float(faint_noisy.mean()) + 0.5) < 0.02  # noise std 0.2 around 0.5 * 0 - 0.5
+    assert abs(float(faint_noisy.std()) - 0.2) < 0.02
+    np.testing.assert_array_equal(
+        faint_noisy, transfer.shift_domain(zeros, "low_contrast_noisy", seed=3)
+    )
+    assert not np.array_equal(
+        faint_noisy, transfer.shift_domain(zeros, "low_contrast_noisy", seed=4)
+    )
+    both = transfer.adaptation_split({"x": x, "y": labels}, "noisy", seed=0, gen_on_source=True)
+    np.testing.assert_array_equal(both["gen_mask"], np.ones(60))
+    np.testing.assert_array_equal(both["label_mask"], adapted["label_mask"])
+    for shift in transfer.SHIFTS:
+        shifted = transfer.adaptation_split({"x": x, "y": labels}, shift, seed=2)["x"]
+        assert shifted.min() >= -1.0 and shifted.max() <= 1.0, shift
     with pytest.raises(ValueError, match="unknown domain shift 'rotated'"):
         transfer.shift_domain(x, "rotated")
     with pytest.raises(ValueError, match="labels_per_class must be >= 1"):

@@ -590,3 +590,34 @@ def test_fid_from_features():
     assert batched == pytest.approx(direct, rel=1e-4) and direct > 0.05
     with pytest.raises(ValueError, match="batch_size"):
         metrics.fid_from_features(feature_fn, x_a, x_b, batch_size=0)
+
+
+def test_fit_class_offsets_undoes_class_energy_drift():
+    # Energies that classify perfectly up to a per-class drift larger than the class margin:
+    # argmin_y E(x, y) picks the lowest-drift class for every input until the offsets undo it.
+    rng = np.random.default_rng(0)
+    labels = np.arange(300) % 3
+    clean = rng.normal(0.0, 0.05, (300, 3)) + 0.2
+    clean[np.arange(300), labels] -= 0.2  # the true class is 0.2 lower
+    drift = np.array([0.0, 0.5, -0.4])
+    energies = clean + drift
+    assert np.mean(np.argmin(energies, axis=1) == labels) < 0.4
+    offsets = np.asarray(tasks.fit_class_offsets(energies, labels))
+    np.testing.assert_allclose(offsets.mean(), 0.0, atol=1e-6)
+    # The fit recovers -drift (up to a shared constant) within a fraction of the margin.
+    np.testing.assert_allclose(offsets - offsets.mean(), -(drift - drift.mean()), atol=0.05)
+    assert np.mean(np.argmin(energies + offsets, axis=1) == labels) > 0.95
+    with pytest.raises(ValueError, match=r"\[N, K\]"):
+        tasks.fit_class_offsets(energies[0], labels)
+
+
+def test_classify_and_its_loss_take_offsets():
+    x = class_examples(jax.random.key(0), jnp.arange(8) % NUM_CLASSES)
+    offsets = jnp.zeros(NUM_CLASSES).at[2].set(-1e3)
+    predicted, logits = tasks.classify(class_quadratic, PARAMS, x, NUM_CLASSES, offsets=offsets)
+    _, raw = tasks.classify(class_quadratic, PARAMS, x, NUM_CLASSES)
+    np.testing.assert_allclose(logits, raw - offsets[None, :], rtol=1e-6)
+    assert np.all(np.asarray(predicted) == 2)  # class 2's energy is lowered by 1000
+    loss = tasks.classification_loss(class_quadratic, PARAMS, NUM_CLASSES, offsets=offsets)
+    labels = jnp.full((x.shape[0],), 2, jnp.int32)
+    assert np.all(np.asarray(loss(x, labels)) < 1e-3)

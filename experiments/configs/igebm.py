@@ -94,6 +94,8 @@ def base(dataset: str) -> ml_collections.ConfigDict:
     config.eval.num_images = 64  # images per figure
     config.eval.batch_size = 500
     config.eval.inpaint_steps = 200
+    # Completions per image; their mean estimates E[x_missing | x_known].
+    config.eval.inpaint_chains = 4
     config.eval.denoise_steps = 60
     config.eval.num_eval_examples = 500  # test examples for inpainting, denoising, OOD, attacks
     config.eval.attack_epsilons = (0.03, 0.06, 0.125)  # L-inf radii in [-1, 1] units
@@ -122,6 +124,7 @@ def quick(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.eval.num_images = 16
     config.eval.batch_size = 16
     config.eval.inpaint_steps = 3
+    config.eval.inpaint_chains = 2
     config.eval.denoise_steps = 3
     config.eval.num_eval_examples = 16
     config.eval.attack_epsilons = (0.06,)

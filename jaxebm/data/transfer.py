@@ -13,10 +13,17 @@ import numpy as np
 
 __all__ = ["SHIFTS", "mask_labels", "semi_supervised", "shift_domain", "adaptation_split"]
 
-SHIFTS = ("inverted", "noisy", "inverted_noisy")
-
-# The noise of the "noisy" shifts: std 0.1 on images in [-1, 1] (5% of the range).
-_SHIFT_NOISE = 0.1
+# Each shift is ``scale * x + offset`` plus Gaussian noise of std ``noise`` (images in [-1, 1],
+# clipped back to it): (scale, offset, noise).
+_SHIFT_PARAMS = {
+    "inverted": (-1.0, 0.0, 0.0),
+    "noisy": (1.0, 0.0, 0.1),  # std 0.1: 5% of the range
+    "inverted_noisy": (-1.0, 0.0, 0.1),
+    # Half the contrast on the same black background ([-1, 1] -> [-1, 0]: faint strokes).
+    "low_contrast": (0.5, -0.5, 0.0),
+    "low_contrast_noisy": (0.5, -0.5, 0.2),  # std 0.2: 40% of the faint strokes' range
+}
+SHIFTS = tuple(_SHIFT_PARAMS)
 
 
 def mask_labels(labels: np.ndarray, labels_per_class: int, *, seed: int = 0) -> np.ndarray:
@@ -67,7 +74,9 @@ def shift_domain(x: np.ndarray, shift: str, *, seed: int = 0) -> np.ndarray:
     """Images ``[N, ...]`` in ``[-1, 1]`` under a domain shift, clipped back to ``[-1, 1]``.
 
     ``"inverted"``: ``-x`` (inverted contrast); ``"noisy"``: ``x`` plus Gaussian noise of std
-    0.1; ``"inverted_noisy"``: both. The noise is a fixed function of ``seed``.
+    0.1; ``"inverted_noisy"``: both; ``"low_contrast"``: ``0.5 * x - 0.5`` (half the contrast,
+    the background stays at -1, the strokes reach 0); ``"low_contrast_noisy"``: that plus
+    Gaussian noise of std 0.2. The noise is a fixed function of ``seed``.
 
     Example:
       >>> shift_domain(np.array([[0.5, -1.0]]), "inverted")
@@ -75,24 +84,25 @@ def shift_domain(x: np.ndarray, shift: str, *, seed: int = 0) -> np.ndarray:
     """
     if shift not in SHIFTS:
         raise ValueError(f"unknown domain shift {shift!r}: choose one of {', '.join(SHIFTS)}")
-    x = np.asarray(x, np.float32)
-    if shift.startswith("inverted"):
-        x = -x
-    if shift.endswith("noisy"):
+    scale, offset, noise_std = _SHIFT_PARAMS[shift]
+    x = np.float32(scale) * np.asarray(x, np.float32) + np.float32(offset)
+    if noise_std:
         noise = np.random.default_rng(seed).normal(size=x.shape).astype(np.float32)
-        x = x + _SHIFT_NOISE * noise
+        x = x + np.float32(noise_std) * noise
     return np.clip(x, -1.0, 1.0).astype(np.float32)
 
 
 def adaptation_split(
-    split: Mapping[str, np.ndarray], shift: str, *, seed: int = 0
+    split: Mapping[str, np.ndarray], shift: str, *, seed: int = 0, gen_on_source: bool = False
 ) -> dict[str, np.ndarray]:
     """Unsupervised domain adaptation from one labelled split.
 
     A random half of the examples (``seed``) is the labelled source domain (``label_mask`` 1,
     ``gen_mask`` 0); the other half, under :func:`shift_domain`, is the unlabelled target
     (``label_mask`` 0, ``gen_mask`` 1; its labels stay in ``"y"`` for evaluation only). So the
-    cross-entropy sees source labels and the generative term models the target density.
+    cross-entropy sees source labels and the generative term models the target density. With
+    ``gen_on_source`` the source half enters the generative term too (``gen_mask`` all ones: the
+    density of both domains).
 
     Returns:
       ``{"x", "y", "label_mask", "gen_mask"}``, all ``[N]`` leading, source first.
@@ -105,5 +115,5 @@ def adaptation_split(
         "x": np.concatenate([x[source], shift_domain(x[target], shift, seed=seed)]),
         "y": np.concatenate([y[source], y[target]]),
         "label_mask": 1.0 - is_target,
-        "gen_mask": is_target,
+        "gen_mask": np.ones_like(is_target) if gen_on_source else is_target,
     }

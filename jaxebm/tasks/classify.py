@@ -98,7 +98,7 @@ def fit_class_offsets(
 
     def loss(theta):  # logits -(s E + c): linear in (log-free) s and c = s b, so convex
         scale, shifted = theta
-        logits = -(scale * standard + shifted)
+        logits = -(scale * standard + shifted[None, :])
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
     def step(carry, _):
@@ -153,7 +153,9 @@ def classify(
 
 
 def _offset(energies: Array, offsets: ArrayLike | None) -> Array:
-    return energies if offsets is None else energies + jnp.asarray(offsets, energies.dtype)
+    if offsets is None:
+        return energies
+    return energies + jnp.asarray(offsets, energies.dtype)[None, :]
 
 
 def classification_loss(
