@@ -6,6 +6,8 @@ Not a config file itself: ``cifar10_igebm.py``, ``mnist_igebm.py``, ``imagenet32
 
 import ml_collections
 
+from experiments.configs import variants
+
 # Settings of the IGEBM CIFAR-10 run (paper, sec. 3 and appendix; ebm_code_release flags).
 LANGEVIN_STEPS = 60
 STEP_SIZE = 10.0
@@ -136,8 +138,4 @@ def quick(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def variant(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
     """Applies the ``:quick`` suffix; rejects unknown ones."""
-    if arg == "quick":
-        return quick(config)
-    if arg:
-        raise ValueError(f"unknown config variant {arg!r}: use 'quick' or nothing")
-    return config
+    return variants.apply(config, arg, quick)

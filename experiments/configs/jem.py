@@ -7,6 +7,8 @@ Not a config file itself: ``cifar10_jem.py``, ``digits_jem.py``, ``digits_jem_se
 
 import ml_collections
 
+from experiments.configs import variants
+
 # Settings of the JEM CIFAR-10 run (paper, sec. 4 and appendix B; wgrathwohl/JEM train_wrn_ebm.py).
 LANGEVIN_STEPS = 20
 STEP_SIZE = 1.0  # SGLD step on the gradient of log p(x)
@@ -129,8 +131,4 @@ def quick(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def variant(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
     """Applies the ``:quick`` suffix; rejects unknown ones."""
-    if arg == "quick":
-        return quick(config)
-    if arg:
-        raise ValueError(f"unknown config variant {arg!r}: use 'quick' or nothing")
-    return config
+    return variants.apply(config, arg, quick)
