@@ -17,7 +17,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "experiments", "configs", "toy2d.py")
 
 
-@pytest.mark.parametrize("name", ["8gaussians", "rings", "checkerboard", "2spirals", "pinwheel"])
+# The default suite runs the config on the two `make run` densities; `make test-all` on every one.
+@pytest.mark.parametrize(
+    "name",
+    [
+        "8gaussians",
+        "rings",
+        pytest.param("checkerboard", marks=pytest.mark.slow),
+        pytest.param("2spirals", marks=pytest.mark.slow),
+        pytest.param("pinwheel", marks=pytest.mark.slow),
+    ],
+)
 def test_toy2d_quick_runs_end_to_end(tmp_path, name):
     config = toy2d.get_config("quick")
     config.data.name = name

@@ -27,8 +27,17 @@ def check_summary(summary, config, workdir):
     assert {"ce", "accuracy", "energy_gap", "grad_norm_x"} <= set(rows[-1])
 
 
-@pytest.mark.parametrize("module", [digits_jem, digits_jem_semisup, digits_jem_adapt])
-@pytest.mark.parametrize("gen_weight", [1.0, 0.0])
+# Every config with JEM's term, and the cross-entropy baseline (gen_weight=0: no chains) once.
+@pytest.mark.parametrize(
+    "module, gen_weight",
+    [
+        (digits_jem, 1.0),
+        (digits_jem, 0.0),
+        # Same step, other data masks; in `make test-all`.
+        pytest.param(digits_jem_semisup, 1.0, marks=pytest.mark.slow),
+        pytest.param(digits_jem_adapt, 1.0, marks=pytest.mark.slow),
+    ],
+)
 def test_digits_jem_quick_runs_end_to_end(tmp_path, module, gen_weight):
     config = module.get_config("quick")
     config.loss.gen_weight = gen_weight

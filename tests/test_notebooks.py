@@ -9,7 +9,19 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((pathlib.Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+# The quickstart runs in every suite; the image and JEM notebooks (a minute or more each on 2
+# cores, mostly compilation) run in `make test-all`.
+SLOW = {"images.ipynb", "jem.ipynb"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(path, marks=pytest.mark.slow) if path.name in SLOW else path
+        for path in NOTEBOOKS
+    ],
+    ids=lambda path: path.name,
+)
 def test_notebook_executes(path, monkeypatch):
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     monkeypatch.setenv("JAXEBM_NOTEBOOK_STEPS", "60")
@@ -24,4 +36,4 @@ def test_notebook_executes(path, monkeypatch):
 
 
 def test_notebooks_exist():
-    assert [path.name for path in NOTEBOOKS] >= ["quickstart.ipynb"]
+    assert {"quickstart.ipynb", "images.ipynb", "jem.ipynb"} <= {path.name for path in NOTEBOOKS}
