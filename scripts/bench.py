@@ -710,12 +710,7 @@ def train_figure(name, what, energy_fn, params, sampler, *, batch, num_steps, ca
     step_fn = jaxebm.train.make_train_step(energy_fn, tx, **kwargs)
     unrolled = jaxebm.train.make_train_step(energy_fn, tx, unroll=True, **kwargs)
     flops = flop_count(jax.jit(unrolled).lower(state, batch))
-    compiled, compile_s = compile_timed(step_fn, state, batch, donate_argnums=0)
-    holder = {"state": state}
-
-    def run_call():
-        holder["state"], metrics = compiled(holder["state"], batch)
-        return jax.block_until_ready((holder["state"], metrics))
+    run_call, compile_s = donated_step_call(step_fn, state, batch)
 
     return Figure(
         name,
@@ -811,6 +806,19 @@ def resnet_info(sizes, which: str, num_steps: int) -> dict[str, Any]:
     }
 
 
+def donated_step_call(step_fn: Callable, state: Any, batch: Any) -> tuple[Callable, float]:
+    """``step_fn`` compiled with the state donated, and a call that feeds each new state back
+    (so every timed call steps on from the last); returns ``(run_call, compile_seconds)``."""
+    compiled, compile_s = compile_timed(step_fn, state, batch, donate_argnums=0)
+    holder = {"state": state}
+
+    def run_call():
+        holder["state"], metrics = compiled(holder["state"], batch)
+        return jax.block_until_ready((holder["state"], metrics))
+
+    return run_call, compile_s
+
+
 def linear_flops(lower: Callable[[int], Any], num_steps: int) -> float | None:
     """XLA's FLOPs of a program with a ``num_steps`` chain, from fully unrolled 1- and 2-step
     lowerings: a chain step adds the same work every time, so ``f(K) = f(1) + (K-1)(f(2)-f(1))``
@@ -881,12 +889,7 @@ def build_train_resnet(sizes, which: str) -> Figure:
         )
 
     flops = linear_flops(lambda k: jax.jit(make(k, unroll=True)).lower(state, batch), num_steps)
-    compiled, compile_s = compile_timed(make(num_steps), state, batch, donate_argnums=0)
-    holder = {"state": state}
-
-    def run_call():
-        holder["state"], metrics = compiled(holder["state"], batch)
-        return jax.block_until_ready((holder["state"], metrics))
+    run_call, compile_s = donated_step_call(make(num_steps), state, batch)
 
     size = "IGEBM CIFAR-10 size" if igebm else "CPU size"
     return Figure(
@@ -943,12 +946,7 @@ def build_jem(sizes, depth: int, width: int, batch_size: int) -> Figure:
         )
 
     flops = linear_flops(lambda k: jax.jit(make(k, unroll=True)).lower(state, batch), num_steps)
-    compiled, compile_s = compile_timed(make(num_steps), state, batch, donate_argnums=0)
-    holder = {"state": state}
-
-    def run_call():
-        holder["state"], metrics = compiled(holder["state"], batch)
-        return jax.block_until_ready((holder["state"], metrics))
+    run_call, compile_s = donated_step_call(make(num_steps), state, batch)
 
     big = (depth, width) == tuple(sizes["jem_big"])
     return Figure(
