@@ -125,7 +125,7 @@ def make_run(config, workdir, state, dataset, model) -> Run:
 
 
 def _labelled_train(run: Run, num: int) -> dict[str, np.ndarray]:
-    """Up to ``num`` labelled training examples in memory."""
+    """Up to ``num`` training examples in memory (a lazy TFDS split is read, not held whole)."""
     train = run.dataset.train
     if isinstance(train, dict):
         return {name: np.asarray(value[:num]) for name, value in train.items()}
@@ -142,10 +142,7 @@ def _bound(run: Run, labels) -> Callable:
 
 def _train_images(run: Run, num: int) -> np.ndarray:
     """Up to ``num`` training images in memory (a lazy TFDS split is read, not held whole)."""
-    train = run.dataset.train
-    if isinstance(train, dict):
-        return np.asarray(train["x"][:num])
-    return jaxebm.data.tfds.materialize(train, num=num)["x"]
+    return _labelled_train(run, num)["x"]
 
 
 def _mse(a, b, mask=None) -> float:
