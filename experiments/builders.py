@@ -397,4 +397,7 @@ def make_train_step(config: ml_collections.ConfigDict, model: Model, tx) -> Call
         l2_coeff=config.loss.l2_coeff,
         data_noise=config.loss.data_noise,
         unroll=config.sampler.unroll,
+        # Completion chains of images (jaxebm.train.make_train_step); off in the IGEBM recipe.
+        completion_fraction=float(config.loss.get("completion_fraction", 0.0)),
+        completion_mask_fn=jaxebm.tasks.random_masks,
     )

@@ -19,7 +19,7 @@ from jaxebm import replay
 from jaxebm.energy import merge_variables
 from jaxebm.losses import contrastive_divergence, jem_loss
 from jaxebm.samplers.base import SamplingAlgorithm, check_positive
-from jaxebm.samplers.chain import run_chain
+from jaxebm.samplers.chain import masked, run_chain
 from jaxebm.types import Array, EnergyFn, NoiseFn, Params, PRNGKey
 
 __all__ = [
@@ -215,6 +215,8 @@ def make_train_step(
     unroll: int | bool = 1,
     axis_name: str | None = "data",
     update_model_state: Callable[..., Params] | None = None,
+    completion_fraction: float = 0.0,
+    completion_mask_fn: Callable[[PRNGKey, tuple[int, ...]], Array] | None = None,
 ) -> Callable[[TrainState, Mapping[str, Array]], tuple[TrainState, dict[str, Array]]]:
     """Builds the per-device train step of a Langevin-trained EBM.
 
@@ -248,6 +250,16 @@ def make_train_step(
         before the loss when the state has a ``model_state`` (e.g.
         ``jaxebm.energy.state_updater(module, update_stats=True)`` for spectral norm). The chain
         and the loss see ``{**params, **model_state}``.
+      completion_fraction: With ``completion_mask_fn``, this fraction of the batch's examples
+        (at least one) also seeds a completion chain: ``completion_mask_fn(key, x.shape)`` hides
+        part of the example, the hidden entries start from ``noise_fn`` and a masked chain
+        (``jaxebm.samplers.masked``, the chain of ``jaxebm.tasks.inpaint``) fills them under the
+        example's own label for ``num_chain_steps``. Each completion is one more negative, paired
+        with the example it completes, so the loss also raises the energy of wrong completions
+        of real images: the maximum-likelihood gradient of ``p(x_hidden | x_known)``. Completions
+        are not written to the buffer. ``0`` (default): none, the step of IGEBM.
+      completion_mask_fn: ``(key, shape) -> bool mask`` (``True`` where hidden), e.g.
+        ``jaxebm.tasks.random_masks``.
 
     Returns:
       ``train_step(state, batch) -> (state, metrics)``; ``batch = {"x": [B, ...]}`` (with
@@ -266,6 +278,10 @@ def make_train_step(
         raise ValueError(f"reinit_prob must be in [0, 1], got {reinit_prob}")
     if conditional and mode != "cd" and num_classes is None:
         raise ValueError("a conditional model needs num_classes to label fresh chains")
+    if not 0.0 <= float(completion_fraction) <= 1.0:
+        raise ValueError(f"completion_fraction must be in [0, 1], got {completion_fraction}")
+    if completion_fraction and completion_mask_fn is None:
+        raise ValueError("completion_fraction > 0 needs a completion_mask_fn")
 
     def chain_starts(state, key, x_pos, y_pos):
         key_start, key_label = jax.random.split(key)
@@ -307,6 +323,24 @@ def make_train_step(
             unroll,
         )
 
+        num_completions = 0
+        if completion_fraction:
+            # Completion chains: part of real examples hidden, refilled by a masked chain.
+            num_completions = max(1, round(float(completion_fraction) * x_pos.shape[0]))
+            key_mask, key_fill, key_run = jax.random.split(jax.random.fold_in(key_chain, 1), 3)
+            x_known = x_pos[:num_completions]
+            mask = completion_mask_fn(key_mask, x_known.shape)
+            hidden = jnp.asarray(noise_fn(key_fill, x_known.shape), x_known.dtype)
+            known_args = (y_pos[:num_completions],) if conditional else ()
+            x_completed, _ = _run_chains(
+                lambda energy_x: masked(sampler, energy_x, mask, x_known),
+                lambda x: energy_fn(frozen, x, *known_args),
+                key_run,
+                jnp.where(mask, hidden, x_known),
+                num_chain_steps,
+                unroll,
+            )
+
         model_state = state.model_state
         if update_model_state is not None and model_state is not None:
             # Only here, once per parameter step, never inside the chain (e.g. one power iteration
@@ -321,6 +355,12 @@ def make_train_step(
             variables = merge_variables(params, model_state)
             energy_pos = energy_fn(variables, x_pos, *((y_pos,) if conditional else ()))
             energy_neg = energy_fn(variables, x_neg, *label_args)
+            if num_completions:
+                # Each completion is paired with the example it completes.
+                energy_pos = jnp.concatenate([energy_pos, energy_pos[:num_completions]])
+                energy_neg = jnp.concatenate(
+                    [energy_neg, energy_fn(variables, x_completed, *known_args)]
+                )
             return contrastive_divergence(energy_pos, energy_neg, l2_coeff=l2_coeff)
 
         loss, aux, grads = _mean_gradient(loss_fn, state.params, axis_name)
@@ -333,7 +373,7 @@ def make_train_step(
             local={"loss": loss, **aux, **_chain_metrics(info)},
             buffer=buffer,
             model_state=model_state,
-            samples=x_neg,
+            samples=x_neg if not num_completions else (x_neg, x_completed),
             axis_name=axis_name,
         )
 

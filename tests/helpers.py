@@ -21,6 +21,7 @@ def tiny_setup(
     energy_wrapper=None,
     num_chain_steps=3,
     axis_name="data",
+    **step_kwargs,
 ):
     """An MLP energy on 2-D points with a Langevin sampler: (state, step_fn, energy_fn, tx)."""
     module = jaxebm.nets.MLPEnergy(hidden=hidden)
@@ -42,6 +43,7 @@ def tiny_setup(
         mode=mode,
         reinit_prob=reinit_prob,
         axis_name=axis_name,
+        **step_kwargs,
     )
     return state, step_fn, energy_fn, tx
 

@@ -17,12 +17,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "experiments", "configs", "toy2d.py")
 
 
-# The default suite runs the config on the two `make run` densities; `make test-all` on every one.
+# The default suite runs the config on the first `make run` density; `make test-all` on every one.
 @pytest.mark.parametrize(
     "name",
     [
         "8gaussians",
-        "rings",
+        pytest.param("rings", marks=pytest.mark.slow),
         pytest.param("checkerboard", marks=pytest.mark.slow),
         pytest.param("2spirals", marks=pytest.mark.slow),
         pytest.param("pinwheel", marks=pytest.mark.slow),
@@ -85,8 +85,7 @@ def test_cli_resumes_exactly_after_sigkill(tmp_path):
         "--config.checkpoint.every_steps=10",
         "--config.eval.num_sample_steps=2",
     ]
-    straight = run_cli(tmp_path / "straight", *steps)
-    assert straight.returncode == 0, straight.stderr[-2000:]
+    straight = run_cli(tmp_path / "straight", *steps, wait=False)  # alongside the killed run
 
     killed = tmp_path / "killed"
     process = run_cli(killed, *steps, wait=False)
@@ -106,6 +105,7 @@ def test_cli_resumes_exactly_after_sigkill(tmp_path):
     resumed = run_cli(killed, *steps)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from step" in resumed.stderr
+    assert straight.wait(timeout=300) == 0, "the uninterrupted run failed: run it by hand"
 
     import jax
 

@@ -242,6 +242,7 @@ def test_nonfinite_batch_leaves_the_whole_state_unchanged():
     assert_trees_equal(after.buffer, before.buffer)
 
 
+@pytest.mark.slow  # the same TrainState resumes bitwise in test_checkpoint.py and test_resnet.py
 def test_resume_is_bitwise(tmp_path):
     n = 2
     mesh = parallel.make_mesh(2)

@@ -32,8 +32,9 @@ def check_summary(summary, config, workdir):
     "module, gen_weight",
     [
         (digits_jem, 1.0),
-        (digits_jem, 0.0),
-        # Same step, other data masks; in `make test-all`.
+        # The baseline's step is tested in test_jem.py; the same step with other data masks;
+        # in `make test-all`.
+        pytest.param(digits_jem, 0.0, marks=pytest.mark.slow),
         pytest.param(digits_jem_semisup, 1.0, marks=pytest.mark.slow),
         pytest.param(digits_jem_adapt, 1.0, marks=pytest.mark.slow),
     ],
@@ -45,6 +46,7 @@ def test_digits_jem_quick_runs_end_to_end(tmp_path, module, gen_weight):
     check_summary(summary, config, str(tmp_path))
 
 
+@pytest.mark.slow  # the digits run above covers the step; test_image_experiments the CIFAR data
 def test_cifar10_jem_quick_runs_end_to_end_on_mock_data(tmp_path):
     config = cifar10_jem.get_config("quick")
     config.data.num_test = 16

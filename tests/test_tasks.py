@@ -182,6 +182,34 @@ def test_masks():
         tasks.half_mask((4, 4), "top")
 
 
+def test_random_masks_are_halves_or_boxes_of_the_stated_sizes():
+    shape = (400, 8, 6, 2)
+    masks = np.asarray(tasks.random_masks(jax.random.key(0), shape, box_prob=0.5))
+    again = tasks.random_masks(jax.random.key(0), shape, box_prob=0.5)  # a function of the key
+    np.testing.assert_array_equal(masks, np.asarray(again))
+    halves = [np.asarray(tasks.half_mask(shape[1:], w)) for w in ("top", "bottom", "left", "right")]
+    num_boxes = 0
+    for mask in masks:
+        assert (mask == mask[..., :1]).all()  # every channel of a pixel together
+        if any((mask == half).all() for half in halves):
+            continue
+        rows, cols = np.nonzero(mask[..., 0])
+        height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        assert mask[..., 0].sum() == height * width  # one filled rectangle
+        assert 2 <= height <= 4 and 1 <= width <= 3  # [H // 4, H // 2] x [W // 4, W // 2]
+        num_boxes += 1
+    assert 150 < num_boxes < 250  # box_prob 0.5 of 400 (binomial sd 10)
+    assert (
+        not np.asarray(tasks.random_masks(jax.random.key(0), shape, box_prob=0.0))
+        .all(axis=(1, 2, 3))
+        .any()
+    )
+    with pytest.raises(ValueError, match="batch shape"):
+        tasks.random_masks(jax.random.key(0), (8, 8, 1))
+    with pytest.raises(ValueError, match="box_prob"):
+        tasks.random_masks(jax.random.key(0), shape, box_prob=1.5)
+
+
 @pytest.mark.parametrize(
     "sampler, mask, init",
     [

@@ -62,6 +62,57 @@ def test_buffer_chains_are_written_back_and_age():
     assert float(metrics["buffer_age_mean"]) == pytest.approx(0.5)
 
 
+def test_completions_that_hide_nothing_are_the_data_and_add_nothing():
+    # With nothing hidden, each completion equals its example, so its pair adds 0 to the
+    # contrastive sum: the loss is the plain step's scaled by B / (B + m). The main chains are
+    # the plain step's (same keys).
+    plain_state, plain_fn, _, _ = tiny_setup(mode="persistent", axis_name=None)
+    state, step_fn, _, _ = tiny_setup(
+        mode="persistent",
+        axis_name=None,
+        completion_fraction=0.25,
+        completion_mask_fn=lambda key, shape: jnp.zeros(shape, bool),
+    )
+    batch = data_batch(0)
+    _, plain = jax.jit(plain_fn)(plain_state, batch)
+    _, metrics = jax.jit(step_fn)(state, batch)
+    np.testing.assert_allclose(
+        float(metrics["loss"]), float(plain["loss"]) * 16 / (16 + 4), rtol=1e-5, atol=1e-7
+    )
+
+
+def test_completion_chains_refill_the_hidden_entries_from_noise():
+    # Deterministic chains (zero noise, zeros as "noise"): rebuild the completion of the second
+    # coordinate by hand, with the first clamped to the data, and compare the loss.
+    hide_second = lambda key, shape: jnp.zeros(shape, bool).at[:, 1].set(True)
+    state, step_fn, energy_fn, _ = tiny_setup(
+        mode="cd",
+        noise_scale=0.0,
+        axis_name=None,
+        completion_fraction=0.5,
+        completion_mask_fn=hide_second,
+        noise_fn=lambda key, shape: jnp.zeros(shape),
+    )
+    batch = data_batch(0)
+    _, metrics = jax.jit(step_fn)(copy_tree(state), batch)
+    grad = jax.grad(lambda z: jnp.sum(energy_fn(state.params, z)))
+    x = jnp.asarray(batch["x"])
+    x_neg = x
+    for _ in range(3):
+        x_neg = x_neg - 0.05 * grad(x_neg)
+    known = x[:8]
+    x_completed = known.at[:, 1].set(0.0)
+    for _ in range(3):
+        x_completed = x_completed - 0.05 * grad(x_completed) * jnp.array([0.0, 1.0])[None, :]
+    np.testing.assert_array_equal(np.asarray(x_completed[:, 0]), np.asarray(known[:, 0]))
+    energy = lambda z: energy_fn(state.params, z)
+    loss, _ = jaxebm.losses.contrastive_divergence(
+        jnp.concatenate([energy(x), energy(known)]),
+        jnp.concatenate([energy(x_neg), energy(x_completed)]),
+    )
+    np.testing.assert_allclose(float(metrics["loss"]), float(loss), rtol=1e-5, atol=1e-6)
+
+
 def nan_beyond(threshold):
     """An energy that turns NaN for inputs far from the origin (a diverging model)."""
 
@@ -122,6 +173,14 @@ def test_make_train_step_rejects_bad_settings():
     with pytest.raises(ValueError, match="reinit_prob"):
         jaxebm.train.make_train_step(
             energy_fn, tx, sampler=sampler, num_chain_steps=2, reinit_prob=1.5
+        )
+    with pytest.raises(ValueError, match="needs a completion_mask_fn"):
+        jaxebm.train.make_train_step(
+            energy_fn, tx, sampler=sampler, num_chain_steps=2, completion_fraction=0.5
+        )
+    with pytest.raises(ValueError, match="completion_fraction must be in"):
+        jaxebm.train.make_train_step(
+            energy_fn, tx, sampler=sampler, num_chain_steps=2, completion_fraction=2.0
         )
     with pytest.raises(ValueError, match="step_size must be > 0"):
         jaxebm.samplers.langevin(lambda x: x.sum(-1), step_size=0.0)

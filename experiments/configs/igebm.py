@@ -63,6 +63,9 @@ def base(dataset: str) -> ml_collections.ConfigDict:
     config.loss.mode = "persistent"
     config.loss.l2_coeff = L2_COEFF
     config.loss.data_noise = 0.0
+    # Not in IGEBM: a fraction of the batch also seeds completion chains (part of the image
+    # hidden and refilled by a masked chain), extra negatives that teach p(x_hidden | x_known).
+    config.loss.completion_fraction = 0.0
 
     config.optim = ml_collections.ConfigDict()
     config.optim.name = "adam"

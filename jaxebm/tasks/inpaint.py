@@ -14,7 +14,7 @@ from jaxebm.samplers import masked
 from jaxebm.tasks.generate import Sampler, compiled_chain
 from jaxebm.types import Array, ArrayLike, EnergyX, NoiseFn, PRNGKey
 
-__all__ = ["box_mask", "half_mask", "inpaint"]
+__all__ = ["box_mask", "half_mask", "inpaint", "random_masks"]
 
 _HALVES = ("top", "bottom", "left", "right")
 
@@ -96,6 +96,52 @@ def half_mask(shape: Sequence[int], which: str = "bottom") -> Array:
     if which == "bottom":
         return box_mask(shape, rows // 2, 0, rows - rows // 2, cols)
     return box_mask(shape, 0, cols // 2, rows, cols - cols // 2)
+
+
+def random_masks(key: PRNGKey, shape: Sequence[int], box_prob: float = 0.2) -> Array:
+    """One random hole per image: a half (top, bottom, left or right) or a box.
+
+    The holes of :func:`half_mask` and :func:`box_mask` drawn at random, e.g. to train an EBM on
+    completions (``jaxebm.train.make_train_step(completion_mask_fn=...)``). Each image gets a box
+    with probability ``box_prob`` (height and width uniform in ``[H // 4, H // 2]`` and
+    ``[W // 4, W // 2]``, at least 1, anywhere in the image), else one of the four halves with
+    equal chance.
+
+    Args:
+      key: PRNG key.
+      shape: Batch shape ``[B, H, W, C]``.
+      box_prob: Probability of a box instead of a half.
+
+    Returns:
+      A bool mask of ``shape``, ``True`` where an entry is missing; a pure function of ``key``.
+
+    Example:
+      >>> import jax
+      >>> masks = random_masks(jax.random.key(0), (3, 4, 4, 1))
+      >>> masks.shape, bool(masks.any(axis=(1, 2, 3)).all())
+      ((3, 4, 4, 1), True)
+    """
+    shape = _check_image_shape(shape)
+    if len(shape) != 4:
+        raise ValueError(f"shape must be a batch shape [B, H, W, C], got {shape}")
+    if not 0.0 <= float(box_prob) <= 1.0:
+        raise ValueError(f"box_prob must be in [0, 1], got {box_prob}")
+    batch, rows, cols, _ = shape
+    key_kind, key_half, key_size, key_place = jax.random.split(key, 4)
+    halves = jnp.stack([half_mask(shape[1:], which) for which in _HALVES])  # [4, H, W, C]
+    half = halves[jax.random.randint(key_half, (batch,), 0, len(_HALVES))]
+    low = jnp.broadcast_to(jnp.array([[max(rows // 4, 1), max(cols // 4, 1)]]), (batch, 2))
+    high = jnp.broadcast_to(jnp.array([[max(rows // 2, 1), max(cols // 2, 1)]]), (batch, 2))
+    size = jax.random.randint(key_size, (batch, 2), low, high + 1)  # [B, (height, width)]
+    sides = jnp.broadcast_to(jnp.array([[rows, cols]]), (batch, 2))
+    corner = jax.random.randint(key_place, (batch, 2), jnp.zeros_like(sides), sides - size + 1)
+    row = jnp.arange(rows)[None, :]
+    col = jnp.arange(cols)[None, :]
+    in_rows = (row >= corner[:, :1]) & (row < corner[:, :1] + size[:, :1])  # [B, H]
+    in_cols = (col >= corner[:, 1:]) & (col < corner[:, 1:] + size[:, 1:])  # [B, W]
+    box = jnp.broadcast_to((in_rows[:, :, None] & in_cols[:, None, :])[..., None], shape)
+    is_box = jax.random.uniform(key_kind, (batch,)) < box_prob
+    return jnp.where(is_box[:, None, None, None], box, half)
 
 
 def _known_mean(x: Array, mask: Array) -> Array:
