@@ -8,8 +8,8 @@ Smoke test: digits_igebm.py:quick.
 The IGEBM recipe (Langevin step 10, noise 0.005, per-pixel gradient clip 0.01, 5% fresh uniform
 chains, L2 energy penalty 1.0, spectral norm, Adam beta1 = 0) on a two-block ResNet. Expect
 (docs/results.md): conditional classification well above chance, OOD AUROC near 1 against uniform
-noise, inpainting error below filling with the mean image, and a digits-FID below a Gaussian
-fitted to the training pixels.
+noise, and a digits-FID below a Gaussian fitted to the training pixels. Label-free inpainting is
+better done by the unconditional model of digits_igebm_inpaint.py.
 """
 
 from experiments.configs import igebm
