@@ -323,7 +323,7 @@ def make_train_step(
             unroll,
         )
 
-        num_completions = 0
+        num_completions, x_negatives, negative_args = 0, x_neg, label_args
         if completion_fraction:
             # Completion chains: part of real examples hidden, refilled by a masked chain.
             num_completions = max(1, round(float(completion_fraction) * x_pos.shape[0]))
@@ -340,6 +340,12 @@ def make_train_step(
                 num_chain_steps,
                 unroll,
             )
+            # One more negative per completion, paired with the example it completes.
+            x_negatives = jnp.concatenate([x_neg, x_completed])
+            negative_args = tuple(
+                jnp.concatenate([y, y_known])
+                for y, y_known in zip(label_args, known_args, strict=True)
+            )
 
         model_state = state.model_state
         if update_model_state is not None and model_state is not None:
@@ -354,13 +360,8 @@ def make_train_step(
         def loss_fn(params: Params):
             variables = merge_variables(params, model_state)
             energy_pos = energy_fn(variables, x_pos, *((y_pos,) if conditional else ()))
-            energy_neg = energy_fn(variables, x_neg, *label_args)
-            if num_completions:
-                # Each completion is paired with the example it completes.
-                energy_pos = jnp.concatenate([energy_pos, energy_pos[:num_completions]])
-                energy_neg = jnp.concatenate(
-                    [energy_neg, energy_fn(variables, x_completed, *known_args)]
-                )
+            energy_pos = jnp.concatenate([energy_pos, energy_pos[:num_completions]])
+            energy_neg = energy_fn(variables, x_negatives, *negative_args)
             return contrastive_divergence(energy_pos, energy_neg, l2_coeff=l2_coeff)
 
         loss, aux, grads = _mean_gradient(loss_fn, state.params, axis_name)
@@ -373,7 +374,7 @@ def make_train_step(
             local={"loss": loss, **aux, **_chain_metrics(info)},
             buffer=buffer,
             model_state=model_state,
-            samples=x_neg if not num_completions else (x_neg, x_completed),
+            samples=x_negatives,
             axis_name=axis_name,
         )
 
