@@ -400,4 +400,5 @@ def make_train_step(config: ml_collections.ConfigDict, model: Model, tx) -> Call
         # Completion chains of images (jaxebm.train.make_train_step); off in the IGEBM recipe.
         completion_fraction=float(config.loss.get("completion_fraction", 0.0)),
         completion_mask_fn=jaxebm.tasks.random_masks,
+        completion_steps=config.loss.get("completion_steps") or None,
     )

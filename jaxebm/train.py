@@ -217,6 +217,7 @@ def make_train_step(
     update_model_state: Callable[..., Params] | None = None,
     completion_fraction: float = 0.0,
     completion_mask_fn: Callable[[PRNGKey, tuple[int, ...]], Array] | None = None,
+    completion_steps: int | None = None,
 ) -> Callable[[TrainState, Mapping[str, Array]], tuple[TrainState, dict[str, Array]]]:
     """Builds the per-device train step of a Langevin-trained EBM.
 
@@ -254,12 +255,16 @@ def make_train_step(
         (at least one) also seeds a completion chain: ``completion_mask_fn(key, x.shape)`` hides
         part of the example, the hidden entries start from ``noise_fn`` and a masked chain
         (``jaxebm.samplers.masked``, the chain of ``jaxebm.tasks.inpaint``) fills them under the
-        example's own label for ``num_chain_steps``. Each completion is one more negative, paired
+        example's own label for ``completion_steps``. Each completion is one more negative, paired
         with the example it completes, so the loss also raises the energy of wrong completions
         of real images: the maximum-likelihood gradient of ``p(x_hidden | x_known)``. Completions
         are not written to the buffer. ``0`` (default): none, the step of IGEBM.
       completion_mask_fn: ``(key, shape) -> bool mask`` (``True`` where hidden), e.g.
         ``jaxebm.tasks.random_masks``.
+      completion_steps: Sampler steps of a completion chain (default ``num_chain_steps``). A
+        completion starts from noise at every step, unlike a persistent chain, so it may need
+        more steps to become a realistic wrong completion (on the digits, 100 or 200 instead
+        of 30 did not improve inpainting: docs/results.md).
 
     Returns:
       ``train_step(state, batch) -> (state, metrics)``; ``batch = {"x": [B, ...]}`` (with
@@ -282,6 +287,9 @@ def make_train_step(
         raise ValueError(f"completion_fraction must be in [0, 1], got {completion_fraction}")
     if completion_fraction and completion_mask_fn is None:
         raise ValueError("completion_fraction > 0 needs a completion_mask_fn")
+    completion_steps = num_chain_steps if completion_steps is None else completion_steps
+    if int(completion_steps) < 1:
+        raise ValueError(f"completion_steps must be >= 1, got {completion_steps}")
 
     def chain_starts(state, key, x_pos, y_pos):
         key_start, key_label = jax.random.split(key)
@@ -337,7 +345,7 @@ def make_train_step(
                 lambda x: energy_fn(frozen, x, *known_args),
                 key_run,
                 jnp.where(mask, hidden, x_known),
-                num_chain_steps,
+                completion_steps,
                 unroll,
             )
             # One more negative per completion, paired with the example it completes.

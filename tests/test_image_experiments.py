@@ -22,6 +22,12 @@ def check_inpaint(result):
     for name in ("bottom half", "centre box"):
         assert result[name]["mse_ebm_mean"] >= 0 and result[name]["mse_mean_fill"] > 0
         assert 0.0 <= result[name]["read_as_true_ebm_sample"] <= 1.0
+        # The mean of one completion is the single completion; of all of them, mse_ebm_mean.
+        by_count = result[name]["mse_ebm_mean_of"]
+        assert by_count["1"] == pytest.approx(result[name]["mse_ebm_sample"])
+        assert by_count[str(result["num_chains"])] == pytest.approx(result[name]["mse_ebm_mean"])
+        low, high = result[name]["mse_ebm_mean_minus_mean_fill_ci95"]
+        assert low <= high
 
 
 # Every task in `make test-all`; classification in `make test` (inpainting: the next test).

@@ -133,6 +133,34 @@ def test_auroc_edge_cases():
         metrics.auroc(jnp.ones(5), jnp.ones(0))
 
 
+def test_bootstrap_mean_ci_matches_the_normal_interval():
+    # For n = 400 draws the bootstrap distribution of the mean is close to normal with standard
+    # error s / sqrt(n): the interval is mean +- 1.96 s / sqrt(n). 2,000 resamples estimate
+    # each 2.5% quantile to about 0.1 standard errors, hence rtol 0.1 on the half-widths.
+    values = np.random.default_rng(0).normal(loc=0.3, scale=2.0, size=400)
+    low, high = metrics.bootstrap_mean_ci(jax.random.key(1), values)
+    half = 1.959964 * values.std() / math.sqrt(len(values))
+    np.testing.assert_allclose([values.mean() - low, high - values.mean()], [half, half], rtol=0.1)
+    narrow = metrics.bootstrap_mean_ci(jax.random.key(1), values, level=0.5)
+    assert low < narrow[0] < values.mean() < narrow[1] < high
+    assert metrics.bootstrap_mean_ci(jax.random.key(0), np.full(7, 0.25)) == (0.25, 0.25)
+
+
+@pytest.mark.parametrize(
+    "values, kwargs, match",
+    [
+        (np.ones((2, 3)), {}, "non-empty \\[N\\]"),
+        (np.ones(0), {}, "non-empty \\[N\\]"),
+        (np.array([1.0, np.nan]), {}, "finite"),
+        (np.ones(3), {"level": 1.0}, "level"),
+        (np.ones(3), {"num_resamples": 0}, "num_resamples"),
+    ],
+)
+def test_bootstrap_mean_ci_rejects_bad_input(values, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        metrics.bootstrap_mean_ci(jax.random.key(0), values, **kwargs)
+
+
 def ece_reference(probs, labels, num_bins=15):
     """Guo et al. (2017)'s loop: bins (lower, upper] on np.linspace(0, 1, num_bins + 1)."""
     confidence, prediction = probs.max(1), probs.argmax(1)

@@ -81,9 +81,11 @@ def test_completions_that_hide_nothing_are_the_data_and_add_nothing():
     )
 
 
-def test_completion_chains_refill_the_hidden_entries_from_noise():
+@pytest.mark.parametrize("completion_steps", [None, 7])
+def test_completion_chains_refill_the_hidden_entries_from_noise(completion_steps):
     # Deterministic chains (zero noise, zeros as "noise"): rebuild the completion of the second
-    # coordinate by hand, with the first clamped to the data, and compare the loss.
+    # coordinate by hand, with the first clamped to the data, and compare the loss. The
+    # completion runs completion_steps steps (default: the 3 of the negative chains).
     hide_second = lambda key, shape: jnp.zeros(shape, bool).at[:, 1].set(True)
     state, step_fn, energy_fn, _ = tiny_setup(
         mode="cd",
@@ -91,6 +93,7 @@ def test_completion_chains_refill_the_hidden_entries_from_noise():
         axis_name=None,
         completion_fraction=0.5,
         completion_mask_fn=hide_second,
+        completion_steps=completion_steps,
         noise_fn=lambda key, shape: jnp.zeros(shape),
     )
     batch = data_batch(0)
@@ -102,7 +105,7 @@ def test_completion_chains_refill_the_hidden_entries_from_noise():
         x_neg = x_neg - 0.05 * grad(x_neg)
     known = x[:8]
     x_completed = known.at[:, 1].set(0.0)
-    for _ in range(3):
+    for _ in range(completion_steps or 3):
         x_completed = x_completed - 0.05 * grad(x_completed) * jnp.array([0.0, 1.0])[None, :]
     np.testing.assert_array_equal(np.asarray(x_completed[:, 0]), np.asarray(known[:, 0]))
     energy = lambda z: energy_fn(state.params, z)
@@ -181,6 +184,16 @@ def test_make_train_step_rejects_bad_settings():
     with pytest.raises(ValueError, match="completion_fraction must be in"):
         jaxebm.train.make_train_step(
             energy_fn, tx, sampler=sampler, num_chain_steps=2, completion_fraction=2.0
+        )
+    with pytest.raises(ValueError, match="completion_steps must be >= 1"):
+        jaxebm.train.make_train_step(
+            energy_fn,
+            tx,
+            sampler=sampler,
+            num_chain_steps=2,
+            completion_fraction=0.5,
+            completion_mask_fn=jaxebm.tasks.random_masks,
+            completion_steps=0,
         )
     with pytest.raises(ValueError, match="step_size must be > 0"):
         jaxebm.samplers.langevin(lambda x: x.sum(-1), step_size=0.0)

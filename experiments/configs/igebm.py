@@ -66,6 +66,7 @@ def base(dataset: str) -> ml_collections.ConfigDict:
     # Not in IGEBM: a fraction of the batch also seeds completion chains (part of the image
     # hidden and refilled by a masked chain), extra negatives that teach p(x_hidden | x_known).
     config.loss.completion_fraction = 0.0
+    config.loss.completion_steps = 0  # steps of a completion chain; 0: sampler.num_steps
 
     config.optim = ml_collections.ConfigDict()
     config.optim.name = "adam"
