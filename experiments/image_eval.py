@@ -145,12 +145,8 @@ def _train_images(run: Run, num: int) -> np.ndarray:
     return _labelled_train(run, num)["x"]
 
 
-def _mse(a, b, mask=None) -> float:
-    error = (np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2
-    if mask is None:
-        return float(error.mean())
-    mask = np.broadcast_to(np.asarray(mask, bool), error.shape)
-    return float(error[mask].mean())
+def _mse(a, b) -> float:
+    return float(((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2).mean())
 
 
 def _per_image_mse(a, b, mask) -> np.ndarray:
@@ -324,16 +320,18 @@ def inpaint(run: Run) -> dict:
             np.asarray(fill(jax.random.fold_in(key, c), x, full_mask)) for c in range(num_chains)
         ]
         mean_fill = np.where(np.asarray(mask), mean_image, np.asarray(x))
-        ebm_mean = np.mean(fills, axis=0)
+        error = functools.partial(_per_image_mse, b=x, mask=mask)  # one mask for every image
+        error_ebm, error_fill = error(np.mean(fills, axis=0)), error(mean_fill)
         counts = [n for n in (2**i for i in range(num_chains.bit_length())) if n <= num_chains]
-        difference = _per_image_mse(ebm_mean, x, mask) - _per_image_mse(mean_fill, x, mask)
         result[name] = {
-            "mse_ebm_sample": _mse(fills[0], x, mask),
-            "mse_ebm_mean": _mse(ebm_mean, x, mask),
-            "mse_mean_fill": _mse(mean_fill, x, mask),
-            "mse_ebm_mean_of": {str(n): _mse(np.mean(fills[:n], axis=0), x, mask) for n in counts},
+            "mse_ebm_sample": float(error(fills[0]).mean()),
+            "mse_ebm_mean": float(error_ebm.mean()),
+            "mse_mean_fill": float(error_fill.mean()),
+            "mse_ebm_mean_of": {
+                str(n): float(error(np.mean(fills[:n], axis=0)).mean()) for n in counts
+            },
             "mse_ebm_mean_minus_mean_fill_ci95": metrics.bootstrap_mean_ci(
-                jax.random.fold_in(key, num_chains), difference
+                jax.random.fold_in(key, num_chains), error_ebm - error_fill
             ),
         }
         if reader is not None:
