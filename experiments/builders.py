@@ -82,6 +82,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"{name} must be > 0, got {value}")
     if not 0.0 <= config.buffer.reinit_prob <= 1.0:
         raise ValueError(f"buffer.reinit_prob must be in [0, 1], got {config.buffer.reinit_prob}")
+    if not 0.0 <= config.train.get("ema_decay", 0.0) < 1.0:
+        raise ValueError(
+            f"train.ema_decay must be in [0, 1) (0: no parameter average), got "
+            f"{config.train.ema_decay}"
+        )
     if config.loss.mode == "persistent" and config.buffer.capacity < config.train.batch_size:
         raise ValueError(
             f"buffer.capacity ({config.buffer.capacity}) must be at least train.batch_size "
@@ -365,6 +370,26 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     return tx
 
 
+def ema_decay(config: ml_collections.ConfigDict) -> float | None:
+    """``train.ema_decay`` as the train step takes it: ``None`` when absent or 0 (no average)."""
+    return float(config.train.get("ema_decay", 0.0)) or None
+
+
+def evaluates_average(config: ml_collections.ConfigDict, state) -> bool:
+    """Whether evaluation uses the parameter average: the run keeps one and ``eval.use_ema``."""
+    return state.ema_params is not None and bool(config.eval.get("use_ema", True))
+
+
+def trained_variables(config: ml_collections.ConfigDict, state) -> Any:
+    """The energy's variables to evaluate, on the host.
+
+    The parameter average of a run with ``train.ema_decay`` (unless ``eval.use_ema=False``),
+    else the parameters, merged with the model state (``jaxebm.energy.merge_variables``).
+    """
+    params = state.ema_params if evaluates_average(config, state) else state.params
+    return jax.device_get(jaxebm.energy.merge_variables(params, state.model_state))
+
+
 def make_train_step(config: ml_collections.ConfigDict, model: Model, tx) -> Callable:
     """The per-device train step for this config: ``jaxebm.train.make_train_step`` (``loss.
     objective="cd"``, the default) or ``jaxebm.train.make_jem_step`` (``"jem"``)."""
@@ -382,6 +407,7 @@ def make_train_step(config: ml_collections.ConfigDict, model: Model, tx) -> Call
             num_classes=model.num_classes,
             l2_coeff=config.loss.l2_coeff,
             unroll=config.sampler.unroll,
+            ema_decay=ema_decay(config),
         )
     return jaxebm.train.make_train_step(
         model.energy_fn,
@@ -401,4 +427,5 @@ def make_train_step(config: ml_collections.ConfigDict, model: Model, tx) -> Call
         completion_fraction=float(config.loss.get("completion_fraction", 0.0)),
         completion_mask_fn=jaxebm.tasks.random_masks,
         completion_steps=config.loss.get("completion_steps") or None,
+        ema_decay=ema_decay(config),
     )

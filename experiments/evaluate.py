@@ -39,6 +39,13 @@ def define_flags():
     """Command-line flags, defined only when run as a script so the module imports cleanly."""
     flags.DEFINE_string("workdir", None, "A run directory written by experiments.train.")
     flags.DEFINE_enum("task", "all", TASKS, "What to evaluate.")
+    flags.DEFINE_bool(
+        "use_ema",
+        None,
+        "Evaluate the parameter average of a run with train.ema_decay > 0 (true) or the raw "
+        "parameters (false: numbers go to eval_<task>_raw.json, figures are overwritten); "
+        "default: the run's eval.use_ema.",
+    )
 
 
 def sample_fresh(config, energy_x, key, num, event_shape):
@@ -54,12 +61,14 @@ def sample_fresh(config, energy_x, key, num, event_shape):
 
 def evaluate_run(config, workdir, state, dataset, model, *, task: str = "all") -> dict:
     """Figures and numbers for a trained state; returns the summary dict."""
+    evaluated_ema = builders.evaluates_average(config, state)
     if len(dataset.event_shape) == 3:
-        return evaluate_images(config, workdir, state, dataset, model, task=task)
-    variables = jax.device_get(jaxebm.energy.merge_variables(state.params, state.model_state))
+        summary = evaluate_images(config, workdir, state, dataset, model, task=task)
+        return {**summary, "evaluated_ema": evaluated_ema}
+    variables = builders.trained_variables(config, state)
     energy_x = jax.jit(lambda x: model.energy_fn(variables, x))
     key = jax.random.fold_in(jax.random.key(config.train.seed), 10**6)
-    summary: dict = {"dataset": config.data.name}
+    summary: dict = {"dataset": config.data.name, "evaluated_ema": evaluated_ema}
     bounds = dataset.bounds
     test_x = dataset.test["x"]
     started = time.perf_counter()
@@ -158,9 +167,13 @@ def main(argv):
     if not FLAGS["verbosity"].present:  # orbax logs restores at INFO
         absl_logging.set_verbosity(absl_logging.WARNING)
     config, dataset, model, state = restore_run(FLAGS.workdir)
+    suffix = ""
+    if FLAGS.use_ema is not None:
+        config.eval.use_ema = FLAGS.use_ema
+        suffix = "" if FLAGS.use_ema else "_raw"
     summary = evaluate_run(config, FLAGS.workdir, state, dataset, model, task=FLAGS.task)
     summary["steps"] = int(state.step)
-    with open(os.path.join(FLAGS.workdir, f"eval_{FLAGS.task}.json"), "w") as file:
+    with open(os.path.join(FLAGS.workdir, f"eval_{FLAGS.task}{suffix}.json"), "w") as file:
         json.dump(summary, file, indent=2)
     print(json.dumps(summary, indent=2))
 

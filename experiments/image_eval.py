@@ -114,7 +114,7 @@ class Run(NamedTuple):
 
 
 def make_run(config, workdir, state, dataset, model) -> Run:
-    variables = jax.device_get(jaxebm.energy.merge_variables(state.params, state.model_state))
+    variables = builders.trained_variables(config, state)
     key = jax.random.fold_in(jax.random.key(config.train.seed), 10**6)
     run = Run(config, workdir, state, dataset, model, variables, key, {})
     if not model.conditional:

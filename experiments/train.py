@@ -55,7 +55,9 @@ def init_state(config, dataset, model, tx, mesh):
             model.num_classes,
             noise_fn=builders.make_noise_fn(config),
         )
-    state = jaxebm.train.TrainState.create(params, tx, buffer, key_run, model_state)
+    state = jaxebm.train.TrainState.create(
+        params, tx, buffer, key_run, model_state, ema=builders.ema_decay(config) is not None
+    )
     return jaxebm.parallel.shard_state(state, mesh)
 
 

@@ -113,6 +113,23 @@ def _shape_mismatches(target: Any, metadata: Any) -> list[str]:
     return found
 
 
+def _stored_fields(abstract: Any, metadata: Any) -> Any:
+    """The restore item for ``abstract``: a NamedTuple becomes the dict of the fields on disk.
+
+    A field added to the state since the checkpoint was written is left out when it is ``None``
+    here (e.g. ``TrainState.ema_params`` of a run without a parameter average), so checkpoints of
+    older versions still restore. orbax stores a NamedTuple as a dict of its field names.
+    """
+    if not (isinstance(abstract, tuple) and hasattr(abstract, "_asdict")):
+        return abstract
+    stored = set(metadata.keys()) if hasattr(metadata, "keys") else set()
+    return {
+        name: value
+        for name, value in abstract._asdict().items()
+        if name in stored or value is not None
+    }
+
+
 def restore_latest(manager: ocp.CheckpointManager, target: Any) -> Any | None:
     """Restores the newest readable checkpoint into the structure of ``target``.
 
@@ -147,8 +164,11 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any) -> Any | None:
                 "model: " + "; ".join(mismatches[:5]) + ". Use a new --workdir, or the config "
                 "that wrote it."
             )
+        item = _stored_fields(abstract, metadata)
         try:
-            restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            restored = manager.restore(step, args=ocp.args.StandardRestore(item))
+            if item is not abstract:
+                restored = type(abstract)(**{**abstract._asdict(), **restored})
         except Exception as error:
             logger.warning(
                 "checkpoint at step %d failed to restore (%s); trying an older one", step, error

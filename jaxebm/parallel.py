@@ -60,6 +60,7 @@ def state_specs(state: TrainState, axis_name: str = "data") -> TrainState:
         key=P(),
         num_nonfinite=P(),
         model_state=None if state.model_state is None else P(),
+        ema_params=None if state.ema_params is None else P(),
     )
 
 
@@ -148,7 +149,7 @@ def data_parallel(
         event_shape = None if state.buffer is None else tuple(state.buffer.x.shape[1:])
         validate_batch(batch, event_shape=event_shape, num_devices=num_devices, check_finite=False)
         specs = state_specs(state, axis_name)
-        signature = (state.buffer is None, state.model_state is None)
+        signature = (state.buffer is None, state.model_state is None, state.ema_params is None)
         if signature not in compiled:
             compiled[signature] = build(specs)
         return compiled[signature](state, batch)

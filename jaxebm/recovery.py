@@ -226,15 +226,7 @@ def reseed(
     opt_state = state.opt_state
     if learning_rate_scale is not None:
         opt_state = set_learning_rate_scale(opt_state, learning_rate_scale)
-    return TrainState(
-        step=state.step,
-        params=state.params,
-        opt_state=opt_state,
-        buffer=state.buffer,
-        key=key,
-        num_nonfinite=state.num_nonfinite,
-        model_state=state.model_state,
-    )
+    return state._replace(key=key, opt_state=opt_state)
 
 
 def learning_rate_multiplier(scale: float = 1.0) -> optax.GradientTransformation:

@@ -50,6 +50,9 @@ class TrainState(NamedTuple):
       model_state: Variables of the energy that are not trained by gradient, e.g. the
         power-iteration vectors of spectral normalisation (a Flax ``{"batch_stats": ...}``), or
         ``None``. The energy sees ``{**params, **model_state}``.
+      ema_params: An exponential moving average of ``params`` (the step's ``ema_decay``), or
+        ``None``. Evaluation reads it through :attr:`eval_params`; chains and gradients of
+        training always use ``params``.
     """
 
     step: Array
@@ -59,6 +62,12 @@ class TrainState(NamedTuple):
     key: PRNGKey
     num_nonfinite: Array
     model_state: Params | None = None
+    ema_params: Params | None = None
+
+    @property
+    def eval_params(self) -> Params:
+        """The parameters to evaluate: ``ema_params`` when the state keeps them, else ``params``."""
+        return self.params if self.ema_params is None else self.ema_params
 
     @classmethod
     def create(
@@ -68,12 +77,15 @@ class TrainState(NamedTuple):
         buffer: replay.ReplayBuffer | None,
         key: PRNGKey,
         model_state: Params | None = None,
+        *,
+        ema: bool = False,
     ) -> TrainState:
         """A fresh state at step 0.
 
         For a Flax module with non-trainable collections, split its variables:
         ``params = {"params": variables["params"]}`` and ``model_state`` the rest (see
-        ``jaxebm.energy.split_variables``).
+        ``jaxebm.energy.split_variables``). With ``ema=True`` the state also keeps a moving
+        average of the parameters, starting at ``params``; build its step with an ``ema_decay``.
 
         Example:
           >>> import jax, optax, jaxebm
@@ -90,6 +102,7 @@ class TrainState(NamedTuple):
             key=key,
             num_nonfinite=jnp.zeros((), jnp.int32),
             model_state=model_state,
+            ema_params=jax.tree.map(jnp.copy, params) if ema else None,
         )
 
 
@@ -109,6 +122,33 @@ def _mean_over_devices(tree: Any, axis_name: str | None) -> Any:
 
 def _select(ok: Array, new: Any, old: Any) -> Any:
     return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+
+
+def ema_rate(ema_decay: float, step: Array) -> Array:
+    """Weight of the new parameters in the moving average at step ``step`` (0-based).
+
+    ``(1 - ema_decay) / (1 - ema_decay ** (step + 1))``: the bias-corrected average of Adam
+    (Kingma & Ba 2015), so after ``t`` steps the average is exactly
+    ``sum_i ema_decay**(t - i) params_i / sum_i ema_decay**(t - i)`` over the parameters after
+    steps ``1..t``, with no weight left on the initial ones (the first rate is 1).
+    """
+    decay = jnp.float32(ema_decay)
+    return (1.0 - decay) / (1.0 - decay ** (jnp.asarray(step, jnp.float32) + 1.0))
+
+
+def _check_ema(state: TrainState, ema_decay: float | None) -> None:
+    if (state.ema_params is None) != (ema_decay is None):
+        held = "absent" if state.ema_params is None else "present"
+        raise ValueError(
+            "the train state and the step disagree on parameter averaging: build the state with "
+            "TrainState.create(..., ema=True) exactly when the step has an ema_decay (got "
+            f"ema_decay={ema_decay}, ema_params {held})"
+        )
+
+
+def _check_ema_decay(ema_decay: float | None) -> None:
+    if ema_decay is not None and not 0.0 < float(ema_decay) < 1.0:
+        raise ValueError(f"ema_decay must be in (0, 1) or None, got {ema_decay}")
 
 
 # The pieces every train step shares: the step key, the chains, the device-averaged gradient,
@@ -163,11 +203,13 @@ def _guarded_update(
     model_state: Params | None,
     samples: Array | None,
     axis_name: str | None,
+    ema_decay: float | None,
 ) -> tuple[TrainState, dict[str, Array]]:
     """Applies ``tx`` and keeps every leaf of the old state if anything is not finite.
 
     ``local`` are this device's metrics, averaged here over ``axis_name``; ``buffer`` and
     ``model_state`` are the step's new values, ``samples`` the chains' end points (or ``None``).
+    The moving average (``ema_decay``) follows the parameters the step keeps.
     """
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -187,14 +229,20 @@ def _guarded_update(
     if "buffer_age_mean" not in metrics:
         metrics["buffer_age_mean"] = jnp.zeros((), jnp.float32)
 
+    params = _select(ok, params, state.params)
+    ema_params = state.ema_params
+    if ema_params is not None:
+        averaged = optax.incremental_update(params, ema_params, ema_rate(ema_decay, state.step))
+        ema_params = _select(ok, averaged, ema_params)
     new_state = TrainState(
         step=state.step + 1,
-        params=_select(ok, params, state.params),
+        params=params,
         opt_state=_select(ok, opt_state, state.opt_state),
         buffer=_select(ok, buffer, state.buffer),
         key=state.key,
         num_nonfinite=num_nonfinite,
         model_state=_select(ok, model_state, state.model_state),
+        ema_params=ema_params,
     )
     return new_state, metrics
 
@@ -218,6 +266,7 @@ def make_train_step(
     completion_fraction: float = 0.0,
     completion_mask_fn: Callable[[PRNGKey, tuple[int, ...]], Array] | None = None,
     completion_steps: int | None = None,
+    ema_decay: float | None = None,
 ) -> Callable[[TrainState, Mapping[str, Array]], tuple[TrainState, dict[str, Array]]]:
     """Builds the per-device train step of a Langevin-trained EBM.
 
@@ -265,6 +314,12 @@ def make_train_step(
         completion starts from noise at every step, unlike a persistent chain, so it may need
         more steps to become a realistic wrong completion (on the digits, 100 or 200 instead
         of 30 did not improve inpainting: docs/results.md).
+      ema_decay: Keep an exponential moving average of the parameters with this decay (e.g.
+        0.999) in ``state.ema_params`` (the state needs ``TrainState.create(..., ema=True)``);
+        ``None`` (default): none. The average is bias-corrected (:func:`ema_rate`), so it
+        holds only parameters reached by training, never the initial ones. Chains and gradients
+        use the raw parameters; the average smooths the oscillation of contrastive training
+        for evaluation (:attr:`TrainState.eval_params`).
 
     Returns:
       ``train_step(state, batch) -> (state, metrics)``; ``batch = {"x": [B, ...]}`` (with
@@ -290,6 +345,7 @@ def make_train_step(
     completion_steps = num_chain_steps if completion_steps is None else completion_steps
     if int(completion_steps) < 1:
         raise ValueError(f"completion_steps must be >= 1, got {completion_steps}")
+    _check_ema_decay(ema_decay)
 
     def chain_starts(state, key, x_pos, y_pos):
         key_start, key_label = jax.random.split(key)
@@ -312,6 +368,7 @@ def make_train_step(
         return x0, y0, None
 
     def train_step(state: TrainState, batch: Mapping[str, Array]):
+        _check_ema(state, ema_decay)
         key_data, key_start, key_chain = jax.random.split(_device_key(state, axis_name), 3)
         x_pos = jnp.asarray(batch["x"], jnp.float32)
         y_pos = batch.get("y") if conditional else None
@@ -384,6 +441,7 @@ def make_train_step(
             model_state=model_state,
             samples=x_negatives,
             axis_name=axis_name,
+            ema_decay=ema_decay,
         )
 
     return train_step
@@ -418,6 +476,7 @@ def make_jem_step(
     l2_coeff: float = 0.0,
     unroll: int | bool = 1,
     axis_name: str | None = "data",
+    ema_decay: float | None = None,
 ) -> Callable[[TrainState, Mapping[str, Array]], tuple[TrainState, dict[str, Array]]]:
     """Builds the per-device train step of a JEM classifier (Grathwohl et al. 2019).
 
@@ -451,6 +510,7 @@ def make_jem_step(
       l2_coeff: L2 penalty on the energies of the ``log p(x)`` term (JEM: 0).
       unroll: ``lax.scan`` unroll factor of the chain.
       axis_name: The device axis for collectives, ``None`` outside ``shard_map``/``pmap``.
+      ema_decay: A moving average of the parameters, as in :func:`make_train_step`.
 
     Returns:
       ``train_step(state, batch) -> (state, metrics)``; ``batch = {"x": [B, ...], "y": [B],
@@ -475,8 +535,10 @@ def make_jem_step(
     if joint and num_classes is None:
         raise ValueError("pxy_weight > 0 needs num_classes to label fresh conditional chains")
     has_chains = bool(gen_weight) or joint
+    _check_ema_decay(ema_decay)
 
     def train_step(state: TrainState, batch: Mapping[str, Array]):
+        _check_ema(state, ema_decay)
         key_data, key_start, key_chain = jax.random.split(_device_key(state, axis_name), 3)
         x_pos = jnp.asarray(batch["x"], jnp.float32)
         if "y" not in batch:
@@ -559,6 +621,7 @@ def make_jem_step(
             model_state=model_state,
             samples=x_neg,
             axis_name=axis_name,
+            ema_decay=ema_decay,
         )
 
     return train_step

@@ -21,9 +21,13 @@ def tiny_setup(
     energy_wrapper=None,
     num_chain_steps=3,
     axis_name="data",
+    ema_decay=None,
     **step_kwargs,
 ):
-    """An MLP energy on 2-D points with a Langevin sampler: (state, step_fn, energy_fn, tx)."""
+    """An MLP energy on 2-D points with a Langevin sampler: (state, step_fn, energy_fn, tx).
+
+    With ``ema_decay`` the state keeps a parameter average and the step updates it.
+    """
     module = jaxebm.nets.MLPEnergy(hidden=hidden)
     params = module.init(jax.random.key(seed), jnp.zeros((1, 2)))
     energy_fn = jaxebm.energy.from_module(module)
@@ -33,7 +37,9 @@ def tiny_setup(
     buffer = None
     if mode == "persistent":
         buffer = jaxebm.replay.init(jax.random.key(seed + 1), capacity, (2,))
-    state = jaxebm.train.TrainState.create(params, tx, buffer, jax.random.key(seed + 2))
+    state = jaxebm.train.TrainState.create(
+        params, tx, buffer, jax.random.key(seed + 2), ema=ema_decay is not None
+    )
     sampler = functools.partial(jaxebm.samplers.langevin, step_size=0.05, noise_scale=noise_scale)
     step_fn = jaxebm.train.make_train_step(
         energy_fn,
@@ -43,6 +49,7 @@ def tiny_setup(
         mode=mode,
         reinit_prob=reinit_prob,
         axis_name=axis_name,
+        ema_decay=ema_decay,
         **step_kwargs,
     )
     return state, step_fn, energy_fn, tx

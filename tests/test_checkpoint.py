@@ -2,12 +2,14 @@
 
 import logging
 import os
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 import pytest
 from helpers import assert_trees_equal, data_batch, tiny_setup
 
+import jaxebm
 from jaxebm import checkpoint, parallel
 
 
@@ -17,17 +19,19 @@ def train(state, step, mesh, first, last):
     return state
 
 
-@pytest.mark.parametrize("num_devices", [1, 2])
-def test_resume_is_bitwise_identical(tmp_path, num_devices):
+@pytest.mark.parametrize("num_devices, ema_decay", [(1, None), (2, None), (2, 0.9)])
+def test_resume_is_bitwise_identical(tmp_path, num_devices, ema_decay):
     # Step keys are fold_in(key, step) and batches a function of the step, so train 2N equals
-    # train N, save, restore into a fresh process-like state, train N: bitwise on CPU.
+    # train N, save, restore into a fresh process-like state, train N: bitwise on CPU (with the
+    # parameter average, which the checkpoint holds too).
     n = 3
     mesh = parallel.make_mesh(num_devices)
-    state, step_fn, _, _ = tiny_setup(mode="persistent", capacity=64)
+    setup = dict(mode="persistent", capacity=64, ema_decay=ema_decay)
+    state, step_fn, _, _ = tiny_setup(**setup)
     step = parallel.data_parallel(step_fn, mesh)
     straight = train(parallel.shard_state(state, mesh), step, mesh, 0, 2 * n)
 
-    state, step_fn, _, _ = tiny_setup(mode="persistent", capacity=64)
+    state, step_fn, _, _ = tiny_setup(**setup)
     step = parallel.data_parallel(step_fn, mesh)
     half = train(parallel.shard_state(state, mesh), step, mesh, 0, n)
     manager = checkpoint.make_manager(tmp_path / "ckpt")
@@ -35,7 +39,7 @@ def test_resume_is_bitwise_identical(tmp_path, num_devices):
     manager.wait_until_finished()
     manager.close()
 
-    fresh, _, _, _ = tiny_setup(mode="persistent", capacity=64, seed=7)  # other values, same shapes
+    fresh, _, _, _ = tiny_setup(**setup, seed=7)  # other values, same shapes
     manager = checkpoint.make_manager(tmp_path / "ckpt")
     restored = checkpoint.restore_latest(manager, parallel.shard_state(fresh, mesh))
     manager.close()
@@ -44,6 +48,7 @@ def test_resume_is_bitwise_identical(tmp_path, num_devices):
     assert restored.buffer.x.sharding.spec == jax.sharding.PartitionSpec("data")
     resumed = train(restored, step, mesh, n, 2 * n)
     assert_trees_equal(resumed, straight)
+    assert (resumed.ema_params is None) == (ema_decay is None)
 
 
 def test_empty_directory_restores_nothing(tmp_path):
@@ -109,3 +114,31 @@ def test_restore_places_arrays_like_the_target(tmp_path):
         np.asarray(restored.params["params"]["Dense_0"]["bias"]),
         np.asarray(jax.tree.map(lambda a: a + 1, state.params)["params"]["Dense_0"]["bias"]),
     )
+
+
+class StateBeforeAveraging(NamedTuple):
+    """``TrainState`` as it was before ``ema_params``: its checkpoints must still restore."""
+
+    step: Any
+    params: Any
+    opt_state: Any
+    buffer: Any
+    key: Any
+    num_nonfinite: Any
+    model_state: Any = None
+
+
+def test_checkpoint_of_an_older_state_restores(tmp_path):
+    state, _, _, _ = tiny_setup(mode="persistent")
+    manager = checkpoint.make_manager(tmp_path)
+    checkpoint.save(manager, StateBeforeAveraging(*state[:7]), force=True)
+    manager.wait_until_finished()
+    fresh, _, _, _ = tiny_setup(mode="persistent", seed=3)
+    restored = checkpoint.restore_latest(manager, fresh)
+    assert isinstance(restored, jaxebm.train.TrainState) and restored.ema_params is None
+    assert_trees_equal(restored, state)
+    # A run that keeps a parameter average cannot start from it: the average is not there.
+    with_average, _, _, _ = tiny_setup(mode="persistent", ema_decay=0.9)
+    with pytest.raises(checkpoint.CheckpointMismatchError, match="one side only: ema_params"):
+        checkpoint.restore_latest(manager, with_average)
+    manager.close()

@@ -84,6 +84,7 @@ def test_cli_resumes_exactly_after_sigkill(tmp_path):
         "--config.train.num_steps=60",
         "--config.checkpoint.every_steps=10",
         "--config.eval.num_sample_steps=2",
+        "--config.train.ema_decay=0.9",  # the parameter average resumes too
     ]
     straight = run_cli(tmp_path / "straight", *steps, wait=False)  # alongside the killed run
 
@@ -153,6 +154,35 @@ def test_errors_are_clear(tmp_path):
     config.train.batch_size = 66  # 4 fake devices in the tests
     with pytest.raises(ValueError, match="divisible by the 4 devices"):
         train.train_and_evaluate(config, str(tmp_path / "d"))
+
+
+def test_parameter_average_is_evaluated_and_checkpointed(tmp_path):
+    import jax
+
+    from experiments import builders
+    from experiments.evaluate import restore_run
+
+    config = toy2d.get_config("quick")
+    config.train.num_steps = 3
+    config.train.ema_decay = 0.5
+    summary = train.train_and_evaluate(config, str(tmp_path))
+    assert summary["evaluated_ema"] is True
+    config, _, _, state = restore_run(str(tmp_path))
+    kernel = lambda variables: np.asarray(variables["params"]["Dense_0"]["kernel"])
+    ema, raw = jax.device_get((state.ema_params, state.params))
+    np.testing.assert_array_equal(kernel(builders.trained_variables(config, state)), kernel(ema))
+    assert not np.array_equal(kernel(ema), kernel(raw))
+    config.eval.use_ema = False
+    np.testing.assert_array_equal(kernel(builders.trained_variables(config, state)), kernel(raw))
+    config.train.ema_decay = 1.0
+    with pytest.raises(ValueError, match=r"train.ema_decay must be in \[0, 1\)"):
+        train.train_and_evaluate(config, str(tmp_path / "bad"))
+    # The run's checkpoints hold the average: resuming without it names the missing arrays.
+    import jaxebm
+
+    config.train.ema_decay = 0.0
+    with pytest.raises(jaxebm.checkpoint.CheckpointMismatchError, match="ema_params"):
+        train.train_and_evaluate(config, str(tmp_path))
 
 
 def test_workdir_of_another_model_is_refused(tmp_path):

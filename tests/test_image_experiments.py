@@ -69,9 +69,11 @@ def test_digits_quick_trains_and_tasks_write_their_figures(tmp_path, names):
 def test_digits_inpaint_config_trains_with_completion_chains(tmp_path):
     config = digits_igebm_inpaint.get_config("quick")
     assert not config.model.conditional and config.loss.completion_fraction == 0.5
+    assert config.train.ema_decay > 0
     config.eval.tasks = ("inpaint", "ood")
     summary = train.train_and_evaluate(config, str(tmp_path))
     assert summary["steps"] == config.train.num_steps
+    assert summary["evaluated_ema"]  # the numbers are those of the parameter average
     check_inpaint(summary["inpaint"])
     assert "auroc_inverted" in summary["ood"]
     assert os.path.getsize(tmp_path / "inpaint.png") > 0

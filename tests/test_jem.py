@@ -128,12 +128,23 @@ def constant_noise(key, shape):
     return jnp.full(shape, 0.1, jnp.float32)
 
 
-def setup(*, gen_weight=1.0, pxy_weight=0.0, tx=None, capacity=32, seed=0, deterministic=False):
+def setup(
+    *,
+    gen_weight=1.0,
+    pxy_weight=0.0,
+    tx=None,
+    capacity=32,
+    seed=0,
+    deterministic=False,
+    ema_decay=None,
+):
     module = jaxebm.nets.WideResNet(depth=10, widen_factor=1, num_classes=NUM_CLASSES)
     params = module.init(jax.random.key(seed), jnp.zeros((1, *SHAPE)))
     tx = tx or optax.adam(1e-3)
     buffer = jaxebm.replay.init(jax.random.key(seed + 1), capacity, SHAPE, NUM_CLASSES)
-    state = jaxebm.TrainState.create(params, tx, buffer, jax.random.key(seed + 2))
+    state = jaxebm.TrainState.create(
+        params, tx, buffer, jax.random.key(seed + 2), ema=ema_decay is not None
+    )
     step_fn = jaxebm.train.make_jem_step(
         module.apply,
         tx,
@@ -147,6 +158,7 @@ def setup(*, gen_weight=1.0, pxy_weight=0.0, tx=None, capacity=32, seed=0, deter
         gen_weight=gen_weight,
         pxy_weight=pxy_weight,
         num_classes=NUM_CLASSES,
+        ema_decay=ema_decay,
     )
     return state, step_fn
 
@@ -175,11 +187,14 @@ def run(num_devices, *, num_steps=2, **kwargs):
 @pytest.mark.parametrize("gen_weight", [1.0, 0.0])
 def test_four_devices_equal_one_device(gen_weight):
     # Deterministic chains (constant starts, no noise) and SGD: the runs differ only in the order
-    # of float32 reductions, ~1e-7 relative per step; 1e-5 after two steps (as test_resnet).
+    # of float32 reductions, ~1e-7 relative per step; 1e-5 after two steps (as test_resnet). The
+    # parameter average follows the parameters on every device alike.
     sgd = optax.sgd(0.1)
-    state_1, metrics_1 = run(1, gen_weight=gen_weight, tx=sgd, deterministic=True)
-    state_4, metrics_4 = run(4, gen_weight=gen_weight, tx=sgd, deterministic=True)
-    for a, b in zip(jax.tree.leaves(state_1.params), jax.tree.leaves(state_4.params), strict=True):
+    setting = dict(gen_weight=gen_weight, tx=sgd, deterministic=True, ema_decay=0.5)
+    state_1, metrics_1 = run(1, **setting)
+    state_4, metrics_4 = run(4, **setting)
+    trees_1, trees_4 = (state_1.params, state_1.ema_params), (state_4.params, state_4.ema_params)
+    for a, b in zip(jax.tree.leaves(trees_1), jax.tree.leaves(trees_4), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
     for name in ("loss", "ce", "accuracy", "energy_pos", "energy_neg", "grad_norm_x"):
         np.testing.assert_allclose(float(metrics_4[name]), float(metrics_1[name]), rtol=1e-5)

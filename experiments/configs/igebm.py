@@ -85,12 +85,14 @@ def base(dataset: str) -> ml_collections.ConfigDict:
     config.train.seed = 0
     config.train.log_every = 100
     config.train.num_devices = 0  # 0: every device
+    config.train.ema_decay = 0.0  # > 0: a moving average of the parameters, evaluated instead
 
     config.checkpoint = ml_collections.ConfigDict()
     config.checkpoint.every_steps = 5_000
     config.checkpoint.max_to_keep = 3
 
     config.eval = ml_collections.ConfigDict()
+    config.eval.use_ema = True  # evaluate the parameter average when train.ema_decay > 0
     # The sample protocol (docs/results.md): fresh chains from uniform noise, run for each count in
     # sample_steps with the training sampler; FID/IS on num_samples of them (or of the buffer).
     config.eval.tasks = ("generate", "inpaint", "denoise", "ood")

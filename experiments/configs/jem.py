@@ -85,12 +85,14 @@ def base(dataset: str) -> ml_collections.ConfigDict:
     config.train.seed = 0
     config.train.log_every = 100
     config.train.num_devices = 0  # 0: every device
+    config.train.ema_decay = 0.0  # > 0: a moving average of the parameters, evaluated instead
 
     config.checkpoint = ml_collections.ConfigDict()
     config.checkpoint.every_steps = 5_000
     config.checkpoint.max_to_keep = 3
 
     config.eval = ml_collections.ConfigDict()
+    config.eval.use_ema = True  # evaluate the parameter average when train.ema_decay > 0
     config.eval.tasks = ("jem_classify", "jem_ood", "jem_attack", "jem_samples")
     config.eval.batch_size = 500
     config.eval.num_samples = 100  # class-conditional samples: num_samples / num_classes per class

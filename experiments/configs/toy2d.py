@@ -78,6 +78,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.seed = 0
     config.train.log_every = 50
     config.train.num_devices = 0  # 0: every device
+    config.train.ema_decay = 0.0  # > 0: a moving average of the parameters, evaluated instead
 
     config.checkpoint = ml_collections.ConfigDict()
     config.checkpoint.every_steps = 1_000
@@ -100,6 +101,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.recovery.max_rollbacks = 3
 
     config.eval = ml_collections.ConfigDict()
+    config.eval.use_ema = True  # evaluate the parameter average when train.ema_decay > 0
     config.eval.grid_resolution = 256
     config.eval.num_samples = 2_000
     config.eval.num_sample_steps = 1_000
