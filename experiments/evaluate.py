@@ -27,6 +27,7 @@ from absl import logging as absl_logging
 
 import jaxebm
 from experiments import builders, image_eval, jem_eval
+from experiments.state import restore_run
 from experiments.writers import read_metrics
 from jaxebm import metrics, viz
 
@@ -134,30 +135,6 @@ def evaluate_images(config, workdir, state, dataset, model, *, task: str = "all"
         )
     summary["eval_seconds"] = round(time.perf_counter() - started, 2)
     return summary
-
-
-def restore_run(workdir: str):
-    """Rebuilds a run's config, data, energy and latest state from its workdir."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{workdir} holds no config.json: is it an experiments.train workdir?"
-        )
-    with open(path) as file:
-        config = ml_collections.ConfigDict(json.load(file))
-    from experiments.train import init_state
-
-    dataset = builders.make_dataset(config)
-    model = builders.make_energy(config, dataset)
-    tx = builders.make_optimizer(config)
-    mesh = jaxebm.parallel.make_mesh(config.train.num_devices or None)
-    target = init_state(config, dataset, model, tx, mesh)
-    manager = jaxebm.checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
-    state = jaxebm.checkpoint.restore_latest(manager, target)
-    manager.close()
-    if state is None:
-        raise FileNotFoundError(f"{workdir}/checkpoints holds no readable checkpoint")
-    return config, dataset, model, state
 
 
 def main(argv):

@@ -26,6 +26,7 @@ from ml_collections import config_flags
 
 import jaxebm
 from experiments import builders, evaluate
+from experiments.state import init_state
 from experiments.writers import MetricWriter
 
 FLAGS = flags.FLAGS
@@ -39,26 +40,6 @@ def define_flags():
 
 
 logger = logging.getLogger("experiments.train")
-
-
-def init_state(config, dataset, model, tx, mesh):
-    """The step-0 train state, placed on the mesh."""
-    key = jax.random.key(config.train.seed)
-    key_params, key_buffer, key_run = jax.random.split(key, 3)
-    params, model_state = model.init(key_params, dataset.event_shape)
-    buffer = None
-    if config.loss.mode == "persistent":
-        buffer = jaxebm.replay.init(
-            key_buffer,
-            config.buffer.capacity,
-            dataset.event_shape,
-            model.num_classes,
-            noise_fn=builders.make_noise_fn(config),
-        )
-    state = jaxebm.train.TrainState.create(
-        params, tx, buffer, key_run, model_state, ema=builders.ema_decay(config) is not None
-    )
-    return jaxebm.parallel.shard_state(state, mesh)
 
 
 class Recovery(NamedTuple):

@@ -71,7 +71,7 @@ def run_cli(workdir, *overrides, wait=True):
 def final_params(workdir):
     import jax
 
-    from experiments.evaluate import restore_run
+    from experiments.state import restore_run
 
     _, _, _, state = restore_run(str(workdir))
     return jax.device_get(state)
@@ -160,7 +160,7 @@ def test_parameter_average_is_evaluated_and_checkpointed(tmp_path):
     import jax
 
     from experiments import builders
-    from experiments.evaluate import restore_run
+    from experiments.state import restore_run
 
     config = toy2d.get_config("quick")
     config.train.num_steps = 3

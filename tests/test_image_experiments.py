@@ -9,6 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from experiments import evaluate, image_eval, train
+from experiments import state as state_lib
 from experiments.configs import (
     cifar10_igebm,
     digits_igebm,
@@ -59,7 +60,7 @@ def test_digits_quick_trains_and_tasks_write_their_figures(tmp_path, names):
         assert set(saved["attack"]) >= {"clean_accuracy", "linf_0.06", "l2_0.48"}
 
     # A single task on the restored run, as `python -m experiments.evaluate --task=...` does.
-    config, dataset, model, state = evaluate.restore_run(str(tmp_path))
+    config, dataset, model, state = state_lib.restore_run(str(tmp_path))
     result = evaluate.evaluate_run(config, str(tmp_path), state, dataset, model, task="classify")
     assert result["classify"] == saved["classify"]
     with pytest.raises(ValueError, match="2-D runs"):
@@ -80,7 +81,7 @@ def test_digits_inpaint_config_trains_with_completion_chains(tmp_path):
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert np.isfinite(rows[-1]["loss"]) and rows[-1]["nonfinite_skipped"] == 0
     # The conditional tasks need a conditional model.
-    config, dataset, model, state = evaluate.restore_run(str(tmp_path))
+    config, dataset, model, state = state_lib.restore_run(str(tmp_path))
     with pytest.raises(ValueError, match="class-conditional model"):
         evaluate.evaluate_run(config, str(tmp_path), state, dataset, model, task="classify")
 

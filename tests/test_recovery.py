@@ -169,7 +169,7 @@ def test_diverging_run_rolls_back_and_finishes(tmp_path):
     steps = [row["step"] for row in read_rows(tmp_path / "metrics.jsonl")]
     assert steps == sorted(set(steps)) and steps[-1] == 40  # abandoned rows were dropped
 
-    _, _, _, state = __import__("experiments.evaluate").evaluate.restore_run(str(tmp_path))
+    _, _, _, state = __import__("experiments.state").state.restore_run(str(tmp_path))
     assert int(state.step) == 40
     assert jax.device_get(jaxebm.train.tree_is_finite(state.params))
     # The lowered rate was saved with the state: a resumed run keeps it.
