@@ -20,7 +20,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import app, flags
 from absl import logging as absl_logging

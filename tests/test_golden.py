@@ -8,10 +8,9 @@ orders of magnitude below that on the tiny models here) and the state sums likew
 
 import json
 
+import golden
 import numpy as np
 import pytest
-
-import golden
 
 with open(golden.PATH) as f:
     RECORDED = json.load(f)
