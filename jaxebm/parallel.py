@@ -15,6 +15,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxebm.replay import ReplayBuffer
 from jaxebm.train import TrainState, validate_batch
 
 __all__ = [
@@ -35,7 +36,7 @@ def make_mesh(num_devices: int | None = None, *, axis_name: str = "data") -> Mes
 
     Example:
       >>> import jaxebm
-      >>> jaxebm.parallel.make_mesh(1).shape
+      >>> dict(jaxebm.parallel.make_mesh(1).shape)
       {'data': 1}
     """
     available = jax.device_count()
@@ -51,17 +52,26 @@ def make_mesh(num_devices: int | None = None, *, axis_name: str = "data") -> Mes
 
 
 def state_specs(state: TrainState, axis_name: str = "data") -> TrainState:
-    """Partition specs of a ``TrainState``: buffer sharded over ``axis_name``, rest replicated."""
-    return TrainState(
-        step=P(),
-        params=P(),
-        opt_state=P(),
-        buffer=None if state.buffer is None else P(axis_name),
-        key=P(),
-        num_nonfinite=P(),
-        model_state=None if state.model_state is None else P(),
-        ema_params=None if state.ema_params is None else P(),
-    )
+    """Partition specs of a ``TrainState``, by one rule: replay buffers are sharded over
+    ``axis_name`` (each device keeps its own chains), everything else is replicated.
+
+    A field that is ``None`` stays ``None``, so the specs fit any state a step was built for.
+
+    Example:
+      >>> import jax, optax, jaxebm
+      >>> state = jaxebm.TrainState.create({"w": jax.numpy.ones(2)}, optax.sgd(0.1),
+      ...     jaxebm.replay.init(jax.random.key(0), 8, (2,)), jax.random.key(1))
+      >>> specs = jaxebm.parallel.state_specs(state)
+      >>> specs.buffer, specs.params
+      (P('data',), P())
+    """
+
+    def spec(value: Any) -> P | None:
+        if value is None:
+            return None
+        return P(axis_name) if isinstance(value, ReplayBuffer) else P()
+
+    return type(state)(*(spec(value) for value in state))
 
 
 def _num_devices(mesh: Mesh, axis_name: str) -> int:
@@ -149,7 +159,7 @@ def data_parallel(
         event_shape = None if state.buffer is None else tuple(state.buffer.x.shape[1:])
         validate_batch(batch, event_shape=event_shape, num_devices=num_devices, check_finite=False)
         specs = state_specs(state, axis_name)
-        signature = (state.buffer is None, state.model_state is None, state.ema_params is None)
+        signature = tuple(value is None for value in state)
         if signature not in compiled:
             compiled[signature] = build(specs)
         return compiled[signature](state, batch)
