@@ -2,9 +2,11 @@
 
 Submodules: ``energy`` (energy functions and their combinators), ``nets`` (Flax networks),
 ``samplers`` (Langevin, MALA, HMC, independence MH kernels and chains), ``replay``
-(persistent chains), ``losses``, ``train`` (train state and step), ``parallel`` (data parallel
-over devices), ``checkpoint`` (orbax), ``recovery`` (self-healing training), ``data``,
-``tasks`` (what EBMs are for), ``metrics``, ``viz``.
+(persistent chains), ``losses``, ``objectives`` (what a step minimises), ``negatives``
+(where its chains start), ``train`` (train state, step skeleton, recipes), ``parallel`` (data
+parallel over devices), ``checkpoint`` (orbax), ``recovery`` (self-healing training), ``data``,
+``tasks`` (what EBMs are for), ``metrics``, ``viz``; ``map_batches`` (a function over a large
+set in padded chunks).
 """
 
 from jaxebm import (
@@ -13,7 +15,9 @@ from jaxebm import (
     energy,
     losses,
     metrics,
+    negatives,
     nets,
+    objectives,
     parallel,
     recovery,
     replay,
@@ -22,6 +26,7 @@ from jaxebm import (
     train,
     viz,
 )
+from jaxebm.batching import map_batches
 from jaxebm.energy import from_logits, from_module, from_nnx
 from jaxebm.samplers import (
     SamplingAlgorithm,
@@ -44,6 +49,8 @@ __all__ = [
     "viz",
     "energy",
     "losses",
+    "negatives",
+    "objectives",
     "nets",
     "parallel",
     "recovery",
@@ -64,4 +71,5 @@ __all__ = [
     "run_chain",
     "TrainState",
     "make_train_step",
+    "map_batches",
 ]

@@ -70,6 +70,20 @@ def _run_chains(sampler, energy_x, key, x0, num_chain_steps, unroll):
     return jax.lax.stop_gradient(chain_state.x), info
 
 
+def _varying(x: Array, axis_name: str | None) -> Array:
+    """``x`` marked as varying over ``axis_name`` (a no-op where it already is, or off a mesh).
+
+    Chain starts that do not depend on the device (a ``noise_fn`` that ignores its key) would
+    otherwise enter ``lax.scan`` replicated and leave it varying, which ``shard_map`` rejects.
+    """
+    if axis_name is None:
+        return x
+    manual = getattr(jax.typeof(x), "manual_axis_type", None)
+    if manual is not None and axis_name in manual.varying:
+        return x
+    return jax.lax.pcast(x, axis_name, to="varying")
+
+
 def _chain_metrics(info: Any) -> dict[str, Array]:
     """Mean input-gradient norm of the chain, and acceptance rates of Metropolis kernels."""
     local = {"grad_norm_x": jnp.mean(info.grad_norm)}
@@ -232,6 +246,7 @@ def make_step(
                 raise ValueError("this source of negatives runs chains: make_step needs a sampler")
             kernel = sampler if mask is None else (lambda e: masked(sampler, e, mask, known))
             energy_x = lambda x: objective.energy(frozen, x, y)
+            x0 = _varying(x0, axis_name)
             return _run_chains(kernel, energy_x, key, x0, num_steps or num_chain_steps, unroll)
 
         drawn = negatives.sample(state.buffer, batch, StepKeys(key_start, key_chain), run)
