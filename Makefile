@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,experiments]"
 	touch $(STAMP)
 
 # The default EBM on built-in data: the 2-D toy config on two densities (~2 min each on 2 cores).
@@ -31,8 +31,11 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
 
+# Peers (blackjax, PyTorch) run only when named: make bench BENCH_ARGS="--peers DIR ..."
+BENCH_ARGS ?=
+
 bench: $(STAMP)
-	$(PY) scripts/bench.py
+	$(PY) -m scripts.bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,4 +1,5 @@
-"""scripts/bench.py --quick runs and prints the JSON lines it documents, with positive figures."""
+"""``python -m scripts.bench --quick`` runs and prints the JSON lines it documents, with positive
+figures; the peers come only from the command line."""
 
 import json
 import math
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
+REPO = Path(__file__).resolve().parents[1]
 
-# A stand-in for the blackjax peer (shared/peers/blackjax_mala.py): its output format, no blackjax.
+# A stand-in for the blackjax peer (blackjax_mala.py): its output format, no blackjax.
 FAKE_PEER = textwrap.dedent(
     """
     import json
@@ -26,7 +27,7 @@ FAKE_PEER = textwrap.dedent(
 )
 
 
-# A stand-in for the PyTorch JEM peer (shared/peers/torch_jem.py): its output format, no torch.
+# A stand-in for the PyTorch JEM peer (torch_jem.py): its output format, no torch.
 FAKE_TORCH = textwrap.dedent(
     """
     import json, sys
@@ -50,9 +51,11 @@ QUICK_ONLY = "peak,mlp,conv,train,resnet,jem"
 
 
 def run_bench(*args, cwd):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # Run from elsewhere (cwd), so the repository goes on the path for ``-m scripts.bench``.
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": path}
     return subprocess.run(
-        [sys.executable, str(BENCH), *args],
+        [sys.executable, "-m", "scripts.bench", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -68,10 +71,11 @@ def positive(value):
 
 def test_quick_bench_samplers_and_convolutions(tmp_path):
     """The everyday check: the sampler and convolution figures and their ratios."""
-    peer = tmp_path / "peer.py"
-    peer.write_text(FAKE_PEER)
+    peers = tmp_path / "peers"  # the blackjax peer found by its file name in --peers
+    peers.mkdir()
+    (peers / "blackjax_mala.py").write_text(FAKE_PEER)
     args = ["--quick", "--only", "mlp,conv", "--blackjax-python", sys.executable]
-    done = run_bench(*args, "--peer-script", str(peer), cwd=tmp_path)
+    done = run_bench(*args, "--peers", str(peers), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert lines[0]["kind"] == "machine" and lines[-1]["all_positive_finite"] is True
@@ -188,3 +192,21 @@ def test_unknown_name_is_refused(tmp_path):
     done = run_bench("--only", "nope", cwd=tmp_path)
     assert done.returncode != 0
     assert "--only: unknown name 'nope'" in done.stderr
+
+
+def test_peers_come_only_from_arguments(tmp_path):
+    """Without a peer argument the peer figures are skipped, saying which argument enables them."""
+    done = run_bench("--quick", "--only", "blackjax,torch_jem", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (
+        "blackjax: skipped (no --blackjax-python, no --peers or --peer-script); to run it pass "
+        "--blackjax-python PYTHON and --peers DIR (or --peer-script FILE)" in done.stderr
+    )
+    assert "torch_jem: skipped (no --torch-python, no --peers or --torch-script)" in done.stderr
+    kinds = [json.loads(line)["kind"] for line in done.stdout.splitlines()]
+    assert kinds == ["machine", "done"]
+
+    args = ["--only", "torch_jem", "--torch-python", sys.executable, "--peers", str(tmp_path)]
+    done = run_bench(*args, cwd=tmp_path)
+    assert done.returncode != 0
+    assert f"torch_jem: no peer script at {tmp_path / 'torch_jem.py'}" in done.stderr
