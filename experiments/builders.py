@@ -1,4 +1,5 @@
-"""Config -> library objects: datasets, energies, samplers, optimizers. Checked before compiling."""
+"""Config -> library objects: energies, samplers, optimizers, the train step and the rollback
+policy (the data: ``experiments.datasets``). Checked before compiling."""
 
 from __future__ import annotations
 
@@ -9,41 +10,42 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 import jaxebm
-from jaxebm.data import digits, toy
-from jaxebm.data import tfds as tfds_data
+from experiments.configs.base import SECTIONS
+from experiments.datasets import (  # the data builders, importable from here too
+    DATASETS,
+    Dataset,
+    make_dataset,
+    quantization_levels,
+    train_batch,
+)
+
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "Model",
+    "make_dataset",
+    "train_batch",
+    "quantization_levels",
+    "validate_config",
+    "make_energy",
+    "make_sampler",
+    "make_noise_fn",
+    "make_optimizer",
+    "make_supervisor",
+    "make_train_step",
+    "ema_decay",
+    "evaluates_average",
+    "trained_variables",
+]
 
 SAMPLERS = ("langevin", "mala", "hmc")
 MODELS = ("mlp", "resnet", "conv", "wideresnet")
-OBJECTIVES = ("cd", "jem")
+OBJECTIVES = ("cd", "jem", "icd")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "piecewise")
-DATASETS = (*toy.NAMES, "digits", *tfds_data.NAMES)
-SECTIONS = ("data", "model", "sampler", "buffer", "loss", "optim", "train", "checkpoint", "eval")
-
-
-class Dataset(NamedTuple):
-    """Host data of one experiment.
-
-    Attributes:
-      train: ``{"x": [N, ...], "y"?: [N]}``, or a lazy source (``jaxebm.data.tfds.ImageSource``)
-        read through ``jaxebm.data.pipeline.batch_at``.
-      test: Same layout, held out.
-      event_shape: Shape of one example.
-      bounds: ``(low, high)`` of the data box (plots, fresh chains), or ``None``.
-      log_density: Exact log-density ``x[N, ...] -> [N]`` where known, else ``None``.
-      num_classes: Number of classes of labelled data (``"y"`` in the splits), else ``None``.
-    """
-
-    train: Any
-    test: dict[str, np.ndarray]
-    event_shape: tuple[int, ...]
-    bounds: tuple[float, float] | None
-    log_density: Callable[[Any], Any] | None
-    num_classes: int | None = None
 
 
 def _choose(kind: str, name: str, options: tuple[str, ...]) -> str:
@@ -62,7 +64,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _choose("optimizer", config.optim.name, OPTIMIZERS)
     _choose("learning-rate schedule", config.optim.schedule, SCHEDULES)
     _choose("training mode", config.loss.mode, jaxebm.train.MODES)
-    objective = _choose("objective", config.loss.get("objective", "cd"), OBJECTIVES)
+    objective = _choose("objective", config.loss.objective, OBJECTIVES)
     if (objective == "jem") != (config.model.name == "wideresnet"):
         raise ValueError(
             "loss.objective='jem' trains a classifier's logits: use it with "
@@ -82,7 +84,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"{name} must be > 0, got {value}")
     if not 0.0 <= config.buffer.reinit_prob <= 1.0:
         raise ValueError(f"buffer.reinit_prob must be in [0, 1], got {config.buffer.reinit_prob}")
-    if not 0.0 <= config.train.get("ema_decay", 0.0) < 1.0:
+    if not 0.0 <= config.train.ema_decay < 1.0:
         raise ValueError(
             f"train.ema_decay must be in [0, 1) (0: no parameter average), got "
             f"{config.train.ema_decay}"
@@ -92,121 +94,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"buffer.capacity ({config.buffer.capacity}) must be at least train.batch_size "
             f"({config.train.batch_size})"
         )
-
-
-def make_dataset(config: ml_collections.ConfigDict) -> Dataset:
-    """Builds the experiment's data on the host (offline sets only need no download).
-
-    ``data.labels_per_class`` (semi-supervised) and ``data.target_domain`` (domain adaptation)
-    turn a labelled set into the masked splits of ``jaxebm.data.transfer`` (see there).
-    """
-    if config.data.get("labels_per_class", 0) or config.data.get("target_domain", ""):
-        plain = ml_collections.ConfigDict(config.to_dict())
-        plain.data.labels_per_class = 0
-        plain.data.target_domain = ""
-        return _transfer_dataset(config, make_dataset(plain))
-    name = config.data.name
-    if name in toy.NAMES:
-        key_train, key_test = jax.random.split(jax.random.key(config.data.seed))
-        train = np.asarray(toy.sample(name, key_train, config.data.num_train))
-        test = np.asarray(toy.sample(name, key_test, config.data.num_test))
-        return Dataset(
-            train={"x": train},
-            test={"x": test},
-            event_shape=(2,),
-            bounds=tuple(float(b) for b in toy.bounds(name)),
-            log_density=functools.partial(toy.log_density, name),
-        )
-    if name == "digits":
-        # The split is fixed (digits.load's default seed), so every run evaluates on the same test
-        # images; config.data.seed only orders the training batches.
-        return Dataset(
-            train=digits.load("train"),
-            test=digits.load("test"),
-            event_shape=digits.EVENT_SHAPE,
-            bounds=(-1.0, 1.0),
-            log_density=None,
-            num_classes=digits.NUM_CLASSES,
-        )
-    if name in tfds_data.NAMES:
-        # Training reads lazily (only each step's examples are decoded); the first data.num_test
-        # test examples are held in memory for evaluation.
-        image_size = config.data.get("image_size", None)
-        data_dir = config.data.get("data_dir", None) or None
-        train = tfds_data.load(name, "train", data_dir=data_dir, image_size=image_size)
-        test = tfds_data.load(name, "test", data_dir=data_dir, image_size=image_size)
-        return Dataset(
-            train=train,
-            test=tfds_data.materialize(test, num=config.data.get("num_test", 10_000)),
-            event_shape=train.event_shape,
-            bounds=(-1.0, 1.0),
-            log_density=None,
-            num_classes=train.spec.num_classes,
-        )
-    raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
-
-
-def quantization_levels(name: str) -> int | None:
-    """Number of pixel values of an image set (for dequantisation), ``None`` for continuous data."""
-    if name == "digits":
-        return digits.LEVELS
-    if name in tfds_data.NAMES:
-        return tfds_data.LEVELS
-    return None
-
-
-def train_batch(config: ml_collections.ConfigDict, dataset: Dataset, step: int) -> dict:
-    """This host's batch of ``step``: a fixed function of ``(data.seed, step)``, so a resumed run
-    sees the same data.
-
-    Each host reads only its share of the global batch (``jaxebm.data.pipeline.process_share`` of
-    the batch's indices). With ``data.dequantize`` the images get uniform dequantisation noise
-    (``jaxebm.data.pipeline.dequantize``) drawn from ``(data.seed, step, process index)``.
-
-    Args:
-      config: The experiment config (``data.seed``, ``data.dequantize``, ``train.batch_size``).
-      dataset: From :func:`make_dataset`.
-      step: Global step.
-
-    Returns:
-      ``{"x": [B / hosts, ...], "y"?: [B / hosts]}``.
-    """
-    pipeline = jaxebm.data.pipeline
-    seed = int(config.data.get("seed", 0))
-    index = pipeline.batch_indices(
-        pipeline.num_examples(dataset.train), step, config.train.batch_size, seed=seed
-    )
-    batch = pipeline.take(dataset.train, pipeline.process_share(index))
-    if config.data.get("dequantize", False):
-        levels = quantization_levels(config.data.name)
-        if levels is None:
-            raise ValueError(f"data.dequantize needs an image set; {config.data.name!r} is not one")
-        rng = np.random.default_rng([seed, int(step), jax.process_index()])
-        batch["x"] = pipeline.dequantize(rng, batch["x"], levels=levels)
-    return batch
-
-
-def _transfer_dataset(config: ml_collections.ConfigDict, dataset: Dataset) -> Dataset:
-    """Masks labels (semi-supervised) or shifts half the training set and the test set (domain
-    adaptation); the label subset and the shift's noise are fixed by ``data.seed``."""
-    if not dataset.num_classes:
-        raise ValueError(f"{config.data.name!r} has no labels to mask or adapt")
-    seed = int(config.data.seed)
-    train, test = dataset.train, dataset.test
-    if config.data.get("target_domain", ""):
-        shift = config.data.target_domain
-        train = jaxebm.data.transfer.adaptation_split(
-            train, shift, seed=seed, gen_on_source=bool(config.data.get("gen_on_source", False))
-        )
-        # The test set is the target domain (other noise than the training half's).
-        test = {**test, "x": jaxebm.data.transfer.shift_domain(test["x"], shift, seed=seed + 1)}
-        if config.data.get("labels_per_class", 0):
-            raise ValueError("data.labels_per_class and data.target_domain do not combine")
-    else:
-        train = jaxebm.data.transfer.semi_supervised(
-            train, int(config.data.labels_per_class), seed=seed
-        )
-    return dataset._replace(train=train, test=test)
 
 
 class Model(NamedTuple):
@@ -246,7 +133,7 @@ def make_energy(config: ml_collections.ConfigDict, dataset: Dataset) -> Model:
     """The network of ``config.model`` for ``dataset``, as a :class:`Model`."""
     model = config.model
     name = _choose("model", model.name, MODELS)
-    conditional = bool(model.get("conditional", False))
+    conditional = bool(model.conditional)
     if conditional and not dataset.num_classes:
         raise ValueError(f"model.conditional needs a labelled dataset; {dataset!r:.60} has none")
     num_classes = dataset.num_classes if conditional else None
@@ -267,9 +154,7 @@ def make_energy(config: ml_collections.ConfigDict, dataset: Dataset) -> Model:
     if name == "mlp":
         if conditional:
             raise ValueError("the mlp model is unconditional: set model.conditional=False")
-        module = jaxebm.nets.MLPEnergy(
-            hidden=tuple(model.hidden), quadratic=float(model.get("quadratic", 0.0))
-        )
+        module = jaxebm.nets.MLPEnergy(hidden=tuple(model.hidden), quadratic=float(model.quadratic))
     elif name == "conv":
         if conditional:
             raise ValueError("the conv model is unconditional: use model.name='resnet'")
@@ -317,7 +202,7 @@ def make_sampler(config: ml_collections.ConfigDict) -> Callable:
             bounds=bounds,
         )
     build(lambda x: jnp.sum(x, axis=-1))  # checks the hyperparameters now, not at compile time
-    if not sampler.get("global_moves", False):
+    if not sampler.global_moves:
         return build
     # Each step adds an independence move proposed from the fresh-chain noise, so persistent
     # chains jump between separated modes (jaxebm.samplers.independent_mh).
@@ -362,22 +247,41 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
         tx = optax.sgd(learning_rate, momentum=optim.b1)
     if optim.grad_clip_norm:
         tx = optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), tx)
-    recovery = config.get("recovery")
-    if recovery is not None and recovery.get("enabled", False):
+    if config.recovery.enabled:
         # Self-healing runs lower the rate on rollback through a factor kept in the optimizer
-        # state (saved with it); configs without recovery keep the state they always had.
+        # state (saved with it); with recovery off the optimizer state has no such factor.
         tx = optax.chain(tx, jaxebm.recovery.learning_rate_multiplier())
     return tx
 
 
+def make_supervisor(config: ml_collections.ConfigDict) -> jaxebm.recovery.Supervisor:
+    """The rollback policy of ``config.recovery`` (no checks when it is off); checked here."""
+    section = config.recovery
+    try:
+        detector = jaxebm.recovery.divergence_detector(
+            max_abs_energy=section.max_abs_energy,
+            max_abs_energy_gap=section.max_abs_energy_gap,
+            patience=int(section.patience),
+            max_nonfinite=int(section.max_nonfinite),
+        )
+        return jaxebm.recovery.supervisor(
+            detector if section.enabled else None,
+            check_every=int(section.check_every or config.train.log_every),
+            lr_factor=float(section.lr_factor),
+            max_rollbacks=int(section.max_rollbacks),
+        )
+    except ValueError as error:  # the library names its argument; say which config field it is
+        raise ValueError(f"recovery.{error}") from error
+
+
 def ema_decay(config: ml_collections.ConfigDict) -> float | None:
-    """``train.ema_decay`` as the train step takes it: ``None`` when absent or 0 (no average)."""
-    return float(config.train.get("ema_decay", 0.0)) or None
+    """``train.ema_decay`` as the train step takes it: ``None`` for 0 (no average)."""
+    return float(config.train.ema_decay) or None
 
 
 def evaluates_average(config: ml_collections.ConfigDict, state) -> bool:
     """Whether evaluation uses the parameter average: the run keeps one and ``eval.use_ema``."""
-    return state.ema_params is not None and bool(config.eval.get("use_ema", True))
+    return state.ema_params is not None and bool(config.eval.use_ema)
 
 
 def trained_variables(config: ml_collections.ConfigDict, state) -> Any:
@@ -393,7 +297,7 @@ def trained_variables(config: ml_collections.ConfigDict, state) -> Any:
 def make_train_step(config: ml_collections.ConfigDict, model: Model, tx) -> Callable:
     """The per-device train step for this config: ``jaxebm.train.make_train_step`` (``loss.
     objective="cd"``, the default) or ``jaxebm.train.make_jem_step`` (``"jem"``)."""
-    if config.loss.get("objective", "cd") == "jem":
+    if config.loss.objective == "jem":
         return jaxebm.train.make_jem_step(
             model.logits_fn,
             tx,
@@ -403,7 +307,7 @@ def make_train_step(config: ml_collections.ConfigDict, model: Model, tx) -> Call
             noise_fn=make_noise_fn(config),
             data_noise=config.loss.data_noise,
             gen_weight=float(config.loss.gen_weight),
-            pxy_weight=float(config.loss.get("pxy_weight", 0.0)),
+            pxy_weight=float(config.loss.pxy_weight),
             num_classes=model.num_classes,
             l2_coeff=config.loss.l2_coeff,
             unroll=config.sampler.unroll,
@@ -424,8 +328,8 @@ def make_train_step(config: ml_collections.ConfigDict, model: Model, tx) -> Call
         data_noise=config.loss.data_noise,
         unroll=config.sampler.unroll,
         # Completion chains of images (jaxebm.train.make_train_step); off in the IGEBM recipe.
-        completion_fraction=float(config.loss.get("completion_fraction", 0.0)),
+        completion_fraction=float(config.loss.completion_fraction),
         completion_mask_fn=jaxebm.tasks.random_masks,
-        completion_steps=config.loss.get("completion_steps") or None,
+        completion_steps=config.loss.completion_steps or None,
         ema_decay=ema_decay(config),
     )

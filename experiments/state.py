@@ -1,17 +1,19 @@
-"""A run's train state: the step-0 state of a config, and the latest state of a workdir."""
+"""A run's train state: the step-0 state of a config, the latest state of a workdir, rollbacks."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 
 import jax
 import ml_collections
 
 import jaxebm
 from experiments import builders
+from experiments.configs import base
 
-__all__ = ["init_state", "restore_run"]
+__all__ = ["init_state", "load_config", "restore_or_init", "restore_run", "roll_back"]
 
 
 def init_state(config, dataset, model, tx, mesh):
@@ -34,15 +36,43 @@ def init_state(config, dataset, model, tx, mesh):
     return jaxebm.parallel.shard_state(state, mesh)
 
 
-def restore_run(workdir: str):
-    """Rebuilds a run's config, data, energy and latest state from its workdir."""
+def restore_or_init(manager, fresh_state: Callable[[], jaxebm.train.TrainState]):
+    """The newest readable checkpoint of ``manager``, else ``fresh_state()``; and whether it was
+    restored. The fresh state is the restore target (shapes, shardings)."""
+    state = fresh_state()
+    restored = jaxebm.checkpoint.restore_latest(manager, state)
+    return (restored, True) if restored is not None else (state, False)
+
+
+def roll_back(manager, state, *, before_step: int, fresh_state: Callable):
+    """The newest readable checkpoint at or before ``before_step``, else ``fresh_state()``.
+
+    Checkpoints after ``before_step`` were written once the run may already have been diverging:
+    they are deleted, so the steps they hold can be saved again by the healed run.
+    """
+    manager.wait_until_finished()
+    for step in manager.all_steps():
+        if step > before_step:
+            manager.delete(step)
+    restored = jaxebm.checkpoint.restore_latest(manager, state)
+    return restored if restored is not None else fresh_state()
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a run saved (``<workdir>/config.json``) over the base: fields added to the base
+    since then get their defaults; fields the base no longer has raise."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"{workdir} holds no config.json: is it an experiments.train workdir?"
         )
     with open(path) as file:
-        config = ml_collections.ConfigDict(json.load(file))
+        return base.from_dict(json.load(file))
+
+
+def restore_run(workdir: str):
+    """Rebuilds a run's config, data, energy and latest state from its workdir."""
+    config = load_config(workdir)
     dataset = builders.make_dataset(config)
     model = builders.make_energy(config, dataset)
     tx = builders.make_optimizer(config)

@@ -1,4 +1,5 @@
-"""Metric logs of a run: ``metrics.jsonl`` rows and TensorBoard event files (no TensorFlow)."""
+"""Logs of a run: ``metrics.jsonl`` rows, TensorBoard event files (no TensorFlow) and the
+self-healing events of ``events.jsonl``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MetricWriter", "read_metrics"]
+__all__ = ["MetricWriter", "read_events", "read_metrics", "write_event"]
 
 
 class MetricWriter:
@@ -18,16 +19,23 @@ class MetricWriter:
     """
 
     def __init__(self, workdir: str, *, start_step: int = 0, tensorboard: bool = True):
+        self.workdir = workdir
         self.path = os.path.join(workdir, "metrics.jsonl")
-        rows = [row for row in read_metrics(workdir) if row["step"] < start_step]
+        self._use_tensorboard = tensorboard
+        self._tensorboard = None
+        self.rewind(start_step)
+
+    def rewind(self, start_step: int) -> None:
+        """Drops the rows at or past ``start_step`` (a resume, or a rollback's abandoned steps)."""
+        self.close()
+        rows = [row for row in read_metrics(self.workdir) if row["step"] < start_step]
         with open(self.path, "w") as file:
             file.writelines(json.dumps(row) + "\n" for row in rows)
-        self._tensorboard = None
-        if tensorboard:
+        if self._use_tensorboard:
             from tensorboardX import SummaryWriter
 
             self._tensorboard = SummaryWriter(
-                os.path.join(workdir, "tensorboard"), purge_step=start_step
+                os.path.join(self.workdir, "tensorboard"), purge_step=start_step
             )
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
@@ -42,6 +50,7 @@ class MetricWriter:
     def close(self) -> None:
         if self._tensorboard is not None:
             self._tensorboard.close()
+            self._tensorboard = None
 
 
 def read_metrics(workdir: str) -> list[dict[str, float]]:
@@ -51,3 +60,18 @@ def read_metrics(workdir: str) -> list[dict[str, float]]:
         return []
     with open(path) as file:
         return [json.loads(line) for line in file if line.strip()]
+
+
+def read_events(workdir: str) -> list[dict]:
+    """The rows of ``<workdir>/events.jsonl`` (rollbacks, give-ups; empty if there is none)."""
+    path = os.path.join(workdir, "events.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as file:
+        return [json.loads(line) for line in file if line.strip()]
+
+
+def write_event(workdir: str, event: dict) -> None:
+    """Appends one row to ``<workdir>/events.jsonl``."""
+    with open(os.path.join(workdir, "events.jsonl"), "a") as file:
+        file.write(json.dumps(event) + "\n")

@@ -5,8 +5,9 @@ non-finite guard trips step after step); the standard advice for JEM and IGEBM i
 the last good checkpoint with a new seed and a lower learning rate. This module holds the pieces
 of that policy that need no files: a divergence detector over host-side metric values, ``reseed``
 for the train state's key, and a learning-rate multiplier that lives in the optimizer state, so a
-lowered rate is checkpointed with the state. The loop that restores checkpoints and logs the
-events is the caller's (``experiments/train.py``).
+lowered rate is checkpointed with the state, and the policy over them (:func:`supervisor`: continue,
+checkpoint or not, roll back, give up). The loop that restores checkpoints and logs the events is
+the caller's (``experiments/train.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ __all__ = [
     "DetectorState",
     "DivergenceDetector",
     "divergence_detector",
+    "SupervisorState",
+    "Decision",
+    "Supervisor",
+    "supervisor",
     "reseed",
     "learning_rate_multiplier",
     "get_learning_rate_scale",
@@ -197,6 +202,127 @@ def divergence_detector(
         return new_state, None
 
     return DivergenceDetector(init, check)
+
+
+class SupervisorState(NamedTuple):
+    """The detector's state (``None`` without one) and ``(step, reason)`` of each rollback."""
+
+    detector: DetectorState | None
+    history: tuple[tuple[int, str], ...]
+
+
+class Decision(NamedTuple):
+    """What the training loop does after a step.
+
+    Attributes:
+      action: ``"continue"``, ``"roll_back"`` or ``"give_up"``.
+      may_checkpoint: Whether a checkpoint due now may be written (the detector is quiet).
+      reason: Why the detector fired, else ``None``.
+      restore_before: Roll back to the newest checkpoint at or before this step
+        (``DetectorState.good_step``; none: start afresh) and delete the newer ones.
+      attempt: The rollback number, folded into the key (:func:`reseed`).
+      learning_rate_scale: The new learning-rate factor, ``lr_factor ** attempt``.
+      message: Giving up: a sentence for the error, with the earlier rollbacks.
+    """
+
+    action: str
+    may_checkpoint: bool = True
+    reason: str | None = None
+    restore_before: int | None = None
+    attempt: int = 0
+    learning_rate_scale: float = 1.0
+    message: str | None = None
+
+
+class Supervisor(NamedTuple):
+    """The rollback policy over a divergence detector, built by :func:`supervisor`.
+
+    Attributes:
+      init: ``init(step, num_nonfinite=0, history=()) -> SupervisorState``.
+      is_due: ``is_due(step, is_last) -> bool``: whether ``update`` wants this step's metrics.
+      update: ``update(state, step, metrics | None) -> (state, Decision)`` (``None``: not due).
+      resume: ``resume(state, step, num_nonfinite) -> state`` once the caller restored ``step``.
+    """
+
+    init: Callable[..., SupervisorState]
+    is_due: Callable[[int, bool], bool]
+    update: Callable[[SupervisorState, int, Mapping[str, Any] | None], tuple[Any, Decision]]
+    resume: Callable[[SupervisorState, int, int], SupervisorState]
+
+
+def supervisor(
+    detector: DivergenceDetector | None,
+    *,
+    check_every: int = 1,
+    lr_factor: float = 0.5,
+    max_rollbacks: int = 3,
+) -> Supervisor:
+    """The self-healing policy as a pure function of host values: continue, roll back, give up.
+
+    Every ``check_every`` steps (and at the last) the detector looks at the step's metrics. While
+    it is quiet, training continues and due checkpoints are written; while a bad check or a
+    skipped step is pending, checkpoints are held back. When it fires, the decision is a rollback
+    to ``good_step`` with a new seed (attempt ``k``) and the rate times ``lr_factor ** k``; after
+    ``max_rollbacks`` rollbacks (those in ``history`` included), it is to give up.
+
+    Args:
+      detector: From :func:`divergence_detector`, or ``None``: no checks, always continue.
+      check_every: Steps between checks (each reads metrics on the host).
+      lr_factor: Factor in ``(0, 1]`` of the learning rate per rollback.
+      max_rollbacks: Rollbacks before giving up.
+
+    Returns:
+      A :class:`Supervisor`.
+
+    Example:
+      >>> from jaxebm import recovery
+      >>> policy = recovery.supervisor(
+      ...     recovery.divergence_detector(max_abs_energy=10.0, patience=1), check_every=5)
+      >>> state = policy.init(step=0)
+      >>> policy.is_due(5, False), policy.is_due(6, False)
+      (True, False)
+      >>> state, decision = policy.update(state, 5, {"energy_pos": 50.0})
+      >>> decision.action, decision.restore_before, decision.learning_rate_scale
+      ('roll_back', 0, 0.5)
+    """
+    if int(check_every) < 1:
+        raise ValueError(f"check_every must be >= 1, got {check_every}")
+    if not 0.0 < float(lr_factor) <= 1.0:
+        raise ValueError(f"lr_factor must be in (0, 1], got {lr_factor}")
+    if int(max_rollbacks) < 0:
+        raise ValueError(f"max_rollbacks must be >= 0, got {max_rollbacks}")
+
+    def init(step: int, num_nonfinite: int = 0, history=()) -> SupervisorState:
+        watch = None if detector is None else detector.init(step, num_nonfinite)
+        return SupervisorState(watch, tuple((int(s), str(r)) for s, r in history))
+
+    def is_due(step: int, is_last: bool) -> bool:
+        return detector is not None and (int(step) % int(check_every) == 0 or bool(is_last))
+
+    def update(state: SupervisorState, step: int, metrics):
+        if detector is None or metrics is None:
+            quiet = state.detector is None or state.detector.is_quiet
+            return state, Decision("continue", may_checkpoint=quiet)
+        watch, reason = detector.check(state.detector, step, metrics)
+        if reason is None:
+            return SupervisorState(watch, state.history), Decision("continue", watch.is_quiet)
+        if len(state.history) >= int(max_rollbacks):
+            earlier = "; ".join(f"at step {s}: {r}" for s, r in state.history) or "none"
+            message = (
+                f"training diverged again at step {int(step)} ({reason}) after "
+                f"{len(state.history)} rollbacks; earlier: {earlier}"
+            )
+            give_up = Decision("give_up", False, reason, message=message)
+            return SupervisorState(watch, state.history), give_up
+        attempt = len(state.history) + 1
+        scale = float(lr_factor) ** attempt
+        decision = Decision("roll_back", False, reason, watch.good_step, attempt, scale)
+        return SupervisorState(watch, (*state.history, (int(step), reason))), decision
+
+    def resume(state: SupervisorState, step: int, num_nonfinite: int) -> SupervisorState:
+        return init(step, num_nonfinite, state.history)
+
+    return Supervisor(init, is_due, update, resume)
 
 
 def reseed(

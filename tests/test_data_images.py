@@ -12,6 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from experiments import builders
+from experiments.configs import base
 from jaxebm.data import digits, pipeline, tiny
 from jaxebm.data import tfds as tfds_data
 
@@ -19,9 +20,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def data_config(name, **data):
-    return ml_collections.ConfigDict(
-        {"data": {"name": name, "seed": 0, **data}, "train": {"batch_size": 8}}
-    )
+    config = base.get_config()
+    config.data.update(name=name, **data)
+    config.train.batch_size = 8
+    return config
 
 
 # --- digits -------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The experiment runner end to end: quick configs, exact resume after SIGKILL, clear errors."""
 
+import importlib
 import json
 import os
 import signal
@@ -206,3 +207,129 @@ def test_default_toy2d_beats_kernel_density_estimate(tmp_path, name):
     summary = train.train_and_evaluate(config, str(tmp_path))
     assert summary["test_log_likelihood"] >= summary["kde_log_likelihood"], summary
     assert summary["test_log_likelihood"] <= summary["true_log_likelihood"] + 0.01, summary
+
+
+# --- configs: one base, overrides, and a misspelt field fails at parse time ---------------------
+
+CONFIG_DIR = os.path.join(ROOT, "experiments", "configs")
+CONFIG_NAMES = sorted(
+    name[:-3]
+    for name in os.listdir(CONFIG_DIR)
+    if name.endswith(".py") and "def get_config" in open(os.path.join(CONFIG_DIR, name)).read()
+)
+
+
+def flat(tree, prefix=""):
+    rows = {}
+    for name, value in tree.items():
+        if isinstance(value, dict):
+            rows.update(flat(value, f"{prefix}{name}."))
+        else:
+            rows[f"{prefix}{name}"] = value
+    return rows
+
+
+def load_config(name, arg):
+    module = importlib.import_module(f"experiments.configs.{name}")
+    return json.loads(module.get_config(arg).to_json_best_effort())
+
+
+@pytest.mark.parametrize("arg", [None, "quick"])
+@pytest.mark.parametrize("name", [n for n in CONFIG_NAMES if n != "base"])
+def test_every_config_overrides_the_base_and_keeps_its_values(name, arg):
+    # Same fields as the base (a config cannot add one), and for the fields each config had
+    # before the base existed, the same values and types (tests/golden/configs.json).
+    values = flat(load_config(name, arg))
+    assert set(values) == set(flat(load_config("base", None)))
+    with open(os.path.join(ROOT, "tests", "golden", "configs.json")) as file:
+        golden = flat(json.load(file)[name + (f":{arg}" if arg else "")])
+    for field, expected in golden.items():
+        assert values[field] == expected and type(values[field]) is type(expected), field
+
+
+PARSE = """
+import sys
+from absl import flags
+from ml_collections import config_flags
+config_flags.DEFINE_config_file("config", None, "")
+flags.FLAGS(sys.argv)
+print(flags.FLAGS.config.to_json_best_effort())
+"""
+
+
+def parse_config_flag(*argv):
+    """The config as ``--config`` flags parse it (absl reads overrides from the process flags)."""
+    return subprocess.run(
+        [sys.executable, "-c", PARSE, *argv], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_misspelt_field_fails_when_the_config_is_parsed(tmp_path):
+    parsed = parse_config_flag(f"--config={CONFIG}:quick", "--config.train.nmu_steps=3")
+    assert parsed.returncode != 0
+    assert 'Did you mean "num_steps" instead of "nmu_steps"?' in parsed.stderr, parsed.stderr
+    misspelt = tmp_path / "misspelt.py"
+    misspelt.write_text(
+        "from experiments.configs import toy2d\n\n\n"
+        "def get_config():\n"
+        "    config = toy2d.get_config()\n"
+        "    config.train.nmu_steps = 3\n"
+        "    return config\n"
+    )
+    parsed = parse_config_flag(f"--config={misspelt}")
+    assert parsed.returncode != 0
+    assert '"nmu_steps" does not exist and cannot be added' in parsed.stderr, parsed.stderr
+    # Fields whose default is None are typed placeholders: the command line still sets them.
+    parsed = parse_config_flag(
+        f"--config={CONFIG}",
+        "--config.data.data_dir=/data",
+        "--config.sampler.noise_scale=0.1",
+        "--config.sampler.bounds=(-2.0, 2.0)",
+        "--config.train.num_steps=7",
+    )
+    assert parsed.returncode == 0, parsed.stderr
+    config = json.loads(parsed.stdout)
+    assert config["data"]["data_dir"] == "/data" and config["sampler"]["noise_scale"] == 0.1
+    assert config["sampler"]["bounds"] == [-2.0, 2.0] and config["train"]["num_steps"] == 7
+
+
+def test_saved_config_loads_over_the_base(tmp_path):
+    from experiments.state import load_config as load_run_config
+
+    saved = toy2d.get_config("quick").to_dict()
+    del saved["loss"]["kl_weight"]  # a workdir written before the field existed
+    saved["train"]["num_steps"] = 5
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    config = load_run_config(str(tmp_path))
+    assert config.loss.kl_weight == 0.0 and config.train.num_steps == 5
+    saved["train"]["nmu_steps"] = 5
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(KeyError, match="nmu_steps"):
+        load_run_config(str(tmp_path))
+
+
+def test_objectives_are_checked():
+    from experiments import builders
+
+    config = toy2d.get_config("quick")
+    config.loss.objective = "icd"
+    builders.validate_config(config)
+    config.loss.objective = "nce"
+    with pytest.raises(ValueError, match="unknown objective 'nce': choose one of cd, jem, icd"):
+        builders.validate_config(config)
+
+
+def test_trainer_installs_no_signal_handlers_and_stops_when_asked(tmp_path):
+    # A notebook calling the trainer keeps its own handlers; should_stop is asked after each step.
+    handlers = lambda: (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+    before, seen = handlers(), []
+
+    def should_stop():
+        seen.append(handlers())
+        return len(seen) == 3
+
+    summary = train.train_and_evaluate(
+        toy2d.get_config("quick"), str(tmp_path), should_stop=should_stop
+    )
+    assert summary == {"stopped_at": 3} and seen == [before] * 3 and handlers() == before
+    assert "3" in os.listdir(tmp_path / "checkpoints") and not (tmp_path / "summary.json").exists()

@@ -12,6 +12,7 @@ import pytest
 
 import jaxebm
 from experiments import builders, train
+from experiments import state as state_lib
 from experiments.configs import toy2d
 from jaxebm import recovery
 
@@ -112,22 +113,128 @@ def test_rate_factor_lives_in_the_optimizer_state_and_reseed_changes_only_the_ke
         recovery.set_learning_rate_scale(optax.adam(1e-3).init(params), 0.5)
 
 
-def test_configs_without_the_section_keep_their_optimizer_state():
+def test_configs_with_recovery_off_keep_their_optimizer_state():
     config = toy2d.get_config("quick")
     params = {"w": jnp.ones(2)}
     with_recovery = builders.make_optimizer(config).init(params)
     assert recovery.get_learning_rate_scale(with_recovery) == 1.0
     config.recovery.enabled = False
-    switched_off = jax.tree.structure(builders.make_optimizer(config).init(params))
-    del config.recovery
-    settings = train.recovery_settings(config)
-    assert not settings.enabled and settings.check_every == config.train.log_every
-    assert jax.tree.structure(builders.make_optimizer(config).init(params)) == switched_off
+    switched_off = builders.make_optimizer(config).init(params)
     with pytest.raises(ValueError, match="holds 0 learning_rate_multiplier"):
-        recovery.get_learning_rate_scale(builders.make_optimizer(config).init(params))
-    config.recovery = {"enabled": True, "lr_factor": 1.5}
+        recovery.get_learning_rate_scale(switched_off)
+    policy = builders.make_supervisor(config)
+    assert not policy.is_due(config.train.log_every, True)  # off: never reads metrics
+    config.recovery.lr_factor = 1.5
     with pytest.raises(ValueError, match=r"recovery.lr_factor must be in \(0, 1\], got 1.5"):
-        train.recovery_settings(config)
+        builders.make_supervisor(config)
+    config.recovery.lr_factor = 0.5
+    config.recovery.patience = 0
+    with pytest.raises(ValueError, match="recovery.patience must be >= 1"):
+        builders.make_supervisor(config)
+
+
+def test_check_every_zero_means_log_every():
+    config = toy2d.get_config("quick")
+    config.recovery.check_every = 0
+    policy = builders.make_supervisor(config)
+    every = config.train.log_every
+    assert [policy.is_due(step, False) for step in (every - 1, every, 2 * every)] == [
+        False,
+        True,
+        True,
+    ]
+    assert policy.is_due(every + 1, True)  # the last step is always checked
+
+
+# --- the supervisor's decisions, without a training run ------------------------------------------
+
+BAD = metrics(energy_pos=1e3)  # out of max_abs_energy=100
+
+
+def policy(**kwargs):
+    detector = recovery.divergence_detector(max_abs_energy=100.0, patience=2, max_nonfinite=3)
+    return recovery.supervisor(detector, **{"check_every": 10, **kwargs})
+
+
+@pytest.mark.parametrize(
+    "checks, expected",
+    [
+        # (step, metrics) at each check -> (action, may_checkpoint) after the last one.
+        ([(10, metrics())], ("continue", True)),
+        ([(10, metrics()), (20, BAD)], ("continue", False)),  # one bad check: hold checkpoints
+        ([(10, BAD), (20, metrics())], ("continue", True)),  # a clean check: quiet again
+        ([(10, metrics()), (20, BAD), (30, BAD)], ("roll_back", False)),
+        ([(10, metrics(skipped=2))], ("continue", False)),  # skipped steps pending
+        ([(10, metrics(skipped=2)), (20, metrics(skipped=3))], ("roll_back", False)),
+        ([(10, metrics()), (15, None)], ("continue", True)),  # no check due: keep the last word
+        ([(10, BAD), (15, None)], ("continue", False)),
+    ],
+)
+def test_supervisor_decisions(checks, expected):
+    supervisor = policy()
+    state = supervisor.init(step=0)
+    for step, values in checks:
+        state, decision = supervisor.update(state, step, values)
+    assert (decision.action, decision.may_checkpoint) == expected
+
+
+def test_supervisor_rolls_back_to_the_good_step_with_a_lower_rate_then_gives_up():
+    supervisor = policy(lr_factor=0.5, max_rollbacks=2)
+    state = supervisor.init(step=0)
+    for step in (10, 20, 30, 40):
+        state, decision = supervisor.update(state, step, metrics())
+    assert decision.action == "continue" and state.detector.good_step == 30
+    state, decision = supervisor.update(state, 50, BAD)
+    assert decision.action == "continue" and not decision.may_checkpoint
+    state, decision = supervisor.update(state, 60, BAD)
+    assert decision == recovery.Decision(
+        "roll_back",
+        may_checkpoint=False,
+        reason="|energy_pos| = 1e+03 > max_abs_energy 100 at 2 consecutive checks (steps 50-60)",
+        restore_before=30,
+        attempt=1,
+        learning_rate_scale=0.5,
+    )
+    assert state.history == ((60, decision.reason),)
+    state = supervisor.resume(state, 30, num_nonfinite=0)  # the caller restored step 30
+    assert state.detector == supervisor.init(30).detector and len(state.history) == 1
+    for step in (40, 50):
+        state, decision = supervisor.update(state, step, BAD)
+    assert (decision.action, decision.attempt, decision.restore_before) == ("roll_back", 2, 30)
+    assert decision.learning_rate_scale == 0.25
+    state = supervisor.resume(state, 30, num_nonfinite=0)
+    for step in (40, 50):
+        state, decision = supervisor.update(state, step, BAD)
+    assert decision.action == "give_up" and not decision.may_checkpoint
+    assert decision.message.startswith("training diverged again at step 50 (|energy_pos|")
+    assert "after 2 rollbacks; earlier: at step 60: |energy_pos|" in decision.message
+    assert "; at step 50: " in decision.message
+
+
+def test_supervisor_counts_rollbacks_of_earlier_processes():
+    supervisor = policy(max_rollbacks=1)
+    state = supervisor.init(step=100, num_nonfinite=4, history=[(80, "earlier")])
+    assert state.detector.num_nonfinite == 4 and state.history == ((80, "earlier"),)
+    for step in (110, 120):
+        state, decision = supervisor.update(state, step, BAD)
+    assert decision.action == "give_up" and "earlier: at step 80: earlier" in decision.message
+    never = recovery.supervisor(None)
+    state = never.init(step=0)
+    assert not never.is_due(10, True)
+    assert never.update(state, 10, BAD) == (state, recovery.Decision("continue"))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"check_every": 0}, "check_every must be >= 1"),
+        ({"lr_factor": 0.0}, r"lr_factor must be in \(0, 1\]"),
+        ({"max_rollbacks": -1}, "max_rollbacks must be >= 0"),
+    ],
+)
+def test_supervisor_refuses_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        recovery.supervisor(None, **kwargs)
 
 
 def diverging_config():
@@ -169,7 +276,7 @@ def test_diverging_run_rolls_back_and_finishes(tmp_path):
     steps = [row["step"] for row in read_rows(tmp_path / "metrics.jsonl")]
     assert steps == sorted(set(steps)) and steps[-1] == 40  # abandoned rows were dropped
 
-    _, _, _, state = __import__("experiments.state").state.restore_run(str(tmp_path))
+    _, _, _, state = state_lib.restore_run(str(tmp_path))
     assert int(state.step) == 40
     assert jax.device_get(jaxebm.train.tree_is_finite(state.params))
     # The lowered rate was saved with the state: a resumed run keeps it.

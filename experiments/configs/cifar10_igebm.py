@@ -18,6 +18,6 @@ from experiments.configs import igebm
 
 
 def get_config(arg: str | None = None):
-    config = igebm.base("cifar10")
+    config = igebm.recipe("cifar10")
     config.eval.ood_datasets = ("svhn_cropped",)
     return igebm.variant(config, arg)

@@ -17,7 +17,7 @@ from experiments.configs import jem
 
 
 def get_config(arg: str | None = None):
-    config = jem.base("cifar10")
+    config = jem.recipe("cifar10")
     config.data.data_dir = ""  # "": $TFDS_DATA_DIR or ~/tensorflow_datasets
     config.data.dequantize = False  # JEM perturbs the data with Gaussian noise 0.03 instead
     config.eval.ood_datasets = ("svhn_cropped",)

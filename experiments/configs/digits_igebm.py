@@ -16,7 +16,7 @@ from experiments.configs import igebm
 
 
 def get_config(arg: str | None = None):
-    config = igebm.base("digits")
+    config = igebm.recipe("digits")
     config.model.stem_width = 24
     config.model.widths = (24, 48)
     config.model.downsample = (True, False)  # 8x8 -> 4x4

@@ -18,7 +18,7 @@ from experiments.configs import jem
 
 
 def get_config(arg: str | None = None):
-    config = jem.base("digits")
+    config = jem.recipe("digits")
     # A small WRN-10-1 (16/32/64 features on 8x8x1 inputs; JEM uses WRN-28-10 on CIFAR-10).
     config.model.depth = 10
     config.model.widen_factor = 1

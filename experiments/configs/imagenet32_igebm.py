@@ -15,7 +15,7 @@ from experiments.configs import igebm
 
 
 def get_config(arg: str | None = None):
-    config = igebm.base("imagenet32")
+    config = igebm.recipe("imagenet32")
     config.model.widths = (192, 192, 384, 384, 768, 768)
     config.train.num_steps = 300_000
     config.eval.tasks = ("generate", "inpaint", "ood")

@@ -13,7 +13,7 @@ from experiments.configs import igebm
 
 
 def get_config(arg: str | None = None):
-    config = igebm.base("mnist")
+    config = igebm.recipe("mnist")
     config.model.stem_width = 64
     config.model.widths = (64, 128, 128)
     config.model.downsample = (True, True, False)

@@ -1,0 +1,155 @@
+"""Config -> host data: the experiment's splits, and each step's batch (a function of the step)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import ml_collections
+import numpy as np
+
+import jaxebm
+from jaxebm.data import digits, toy
+from jaxebm.data import tfds as tfds_data
+
+__all__ = ["DATASETS", "Dataset", "make_dataset", "quantization_levels", "train_batch"]
+
+DATASETS = (*toy.NAMES, "digits", *tfds_data.NAMES)
+
+
+class Dataset(NamedTuple):
+    """Host data of one experiment.
+
+    Attributes:
+      train: ``{"x": [N, ...], "y"?: [N]}``, or a lazy source (``jaxebm.data.tfds.ImageSource``)
+        read through ``jaxebm.data.pipeline.batch_at``.
+      test: Same layout, held out.
+      event_shape: Shape of one example.
+      bounds: ``(low, high)`` of the data box (plots, fresh chains), or ``None``.
+      log_density: Exact log-density ``x[N, ...] -> [N]`` where known, else ``None``.
+      num_classes: Number of classes of labelled data (``"y"`` in the splits), else ``None``.
+    """
+
+    train: Any
+    test: dict[str, np.ndarray]
+    event_shape: tuple[int, ...]
+    bounds: tuple[float, float] | None
+    log_density: Callable[[Any], Any] | None
+    num_classes: int | None = None
+
+
+def make_dataset(config: ml_collections.ConfigDict) -> Dataset:
+    """Builds the experiment's data on the host (offline sets only need no download).
+
+    ``data.labels_per_class`` (semi-supervised) and ``data.target_domain`` (domain adaptation)
+    turn a labelled set into the masked splits of ``jaxebm.data.transfer`` (see there).
+    """
+    if config.data.labels_per_class or config.data.target_domain:
+        plain = ml_collections.ConfigDict(config.to_dict())
+        plain.data.labels_per_class = 0
+        plain.data.target_domain = ""
+        return _transfer_dataset(config, make_dataset(plain))
+    name = config.data.name
+    if name in toy.NAMES:
+        key_train, key_test = jax.random.split(jax.random.key(config.data.seed))
+        train = np.asarray(toy.sample(name, key_train, config.data.num_train))
+        test = np.asarray(toy.sample(name, key_test, config.data.num_test))
+        return Dataset(
+            train={"x": train},
+            test={"x": test},
+            event_shape=(2,),
+            bounds=tuple(float(b) for b in toy.bounds(name)),
+            log_density=functools.partial(toy.log_density, name),
+        )
+    if name == "digits":
+        # The split is fixed (digits.load's default seed), so every run evaluates on the same test
+        # images; config.data.seed only orders the training batches.
+        return Dataset(
+            train=digits.load("train"),
+            test=digits.load("test"),
+            event_shape=digits.EVENT_SHAPE,
+            bounds=(-1.0, 1.0),
+            log_density=None,
+            num_classes=digits.NUM_CLASSES,
+        )
+    if name in tfds_data.NAMES:
+        # Training reads lazily (only each step's examples are decoded); the first data.num_test
+        # test examples are held in memory for evaluation.
+        image_size = config.data.image_size
+        data_dir = config.data.data_dir or None
+        train = tfds_data.load(name, "train", data_dir=data_dir, image_size=image_size)
+        test = tfds_data.load(name, "test", data_dir=data_dir, image_size=image_size)
+        return Dataset(
+            train=train,
+            test=tfds_data.materialize(test, num=config.data.num_test),
+            event_shape=train.event_shape,
+            bounds=(-1.0, 1.0),
+            log_density=None,
+            num_classes=train.spec.num_classes,
+        )
+    raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+
+
+def quantization_levels(name: str) -> int | None:
+    """Number of pixel values of an image set (for dequantisation), ``None`` for continuous data."""
+    if name == "digits":
+        return digits.LEVELS
+    if name in tfds_data.NAMES:
+        return tfds_data.LEVELS
+    return None
+
+
+def train_batch(config: ml_collections.ConfigDict, dataset: Dataset, step: int) -> dict:
+    """This host's batch of ``step``: a fixed function of ``(data.seed, step)``, so a resumed run
+    sees the same data.
+
+    Each host reads only its share of the global batch (``jaxebm.data.pipeline.process_share`` of
+    the batch's indices). With ``data.dequantize`` the images get uniform dequantisation noise
+    (``jaxebm.data.pipeline.dequantize``) drawn from ``(data.seed, step, process index)``.
+
+    Args:
+      config: The experiment config (``data.seed``, ``data.dequantize``, ``train.batch_size``).
+      dataset: From :func:`make_dataset`.
+      step: Global step.
+
+    Returns:
+      ``{"x": [B / hosts, ...], "y"?: [B / hosts]}``.
+    """
+    pipeline = jaxebm.data.pipeline
+    seed = int(config.data.seed)
+    index = pipeline.batch_indices(
+        pipeline.num_examples(dataset.train), step, config.train.batch_size, seed=seed
+    )
+    batch = pipeline.take(dataset.train, pipeline.process_share(index))
+    if config.data.dequantize:
+        levels = quantization_levels(config.data.name)
+        if levels is None:
+            raise ValueError(f"data.dequantize needs an image set; {config.data.name!r} is not one")
+        rng = np.random.default_rng([seed, int(step), jax.process_index()])
+        batch["x"] = pipeline.dequantize(rng, batch["x"], levels=levels)
+    return batch
+
+
+def _transfer_dataset(config: ml_collections.ConfigDict, dataset: Dataset) -> Dataset:
+    """Masks labels (semi-supervised) or shifts half the training set and the test set (domain
+    adaptation); the label subset and the shift's noise are fixed by ``data.seed``."""
+    if not dataset.num_classes:
+        raise ValueError(f"{config.data.name!r} has no labels to mask or adapt")
+    seed = int(config.data.seed)
+    train, test = dataset.train, dataset.test
+    if config.data.target_domain:
+        shift = config.data.target_domain
+        train = jaxebm.data.transfer.adaptation_split(
+            train, shift, seed=seed, gen_on_source=bool(config.data.gen_on_source)
+        )
+        # The test set is the target domain (other noise than the training half's).
+        test = {**test, "x": jaxebm.data.transfer.shift_domain(test["x"], shift, seed=seed + 1)}
+        if config.data.labels_per_class:
+            raise ValueError("data.labels_per_class and data.target_domain do not combine")
+    else:
+        train = jaxebm.data.transfer.semi_supervised(
+            train, int(config.data.labels_per_class), seed=seed
+        )
+    return dataset._replace(train=train, test=test)
