@@ -35,6 +35,8 @@ __all__ = [
     "make_noise_fn",
     "make_optimizer",
     "make_supervisor",
+    "make_objective",
+    "make_negatives",
     "make_train_step",
     "ema_decay",
     "evaluates_average",
@@ -294,42 +296,74 @@ def trained_variables(config: ml_collections.ConfigDict, state) -> Any:
     return jax.device_get(jaxebm.energy.merge_variables(params, state.model_state))
 
 
-def make_train_step(config: ml_collections.ConfigDict, model: Model, tx) -> Callable:
-    """The per-device train step for this config: ``jaxebm.train.make_train_step`` (``loss.
-    objective="cd"``, the default) or ``jaxebm.train.make_jem_step`` (``"jem"``)."""
-    if config.loss.objective == "jem":
-        return jaxebm.train.make_jem_step(
+def make_objective(config: ml_collections.ConfigDict, model: Model) -> jaxebm.objectives.Objective:
+    """``loss.objective`` as a ``jaxebm.objectives.Objective``: ``"cd"`` (IGEBM's contrastive
+    divergence), ``"jem"`` (a classifier's hybrid loss) or ``"icd"`` (Du et al. 2021)."""
+    loss = config.loss
+    if loss.objective == "jem":
+        return jaxebm.objectives.jem(
             model.logits_fn,
-            tx,
-            sampler=make_sampler(config),
-            num_chain_steps=config.sampler.num_steps,
-            reinit_prob=config.buffer.reinit_prob,
-            noise_fn=make_noise_fn(config),
-            data_noise=config.loss.data_noise,
-            gen_weight=float(config.loss.gen_weight),
-            pxy_weight=float(config.loss.pxy_weight),
-            num_classes=model.num_classes,
-            l2_coeff=config.loss.l2_coeff,
-            unroll=config.sampler.unroll,
-            ema_decay=ema_decay(config),
+            gen_weight=float(loss.gen_weight),
+            pxy_weight=float(loss.pxy_weight),
+            l2_coeff=loss.l2_coeff,
         )
-    return jaxebm.train.make_train_step(
-        model.energy_fn,
+    if loss.objective == "icd":
+        # The differentiable steps of the KL term are the sampler's steps without their noise.
+        return jaxebm.objectives.icd(
+            model.energy_fn,
+            step_size=config.sampler.step_size,
+            kl_weight=float(loss.kl_weight),
+            entropy_weight=float(loss.entropy_weight),
+            kl_steps=int(loss.kl_steps),
+            grad_clip=config.sampler.grad_clip,
+            l2_coeff=loss.l2_coeff,
+            conditional=model.conditional,
+        )
+    return jaxebm.objectives.contrastive(
+        model.energy_fn, l2_coeff=loss.l2_coeff, conditional=model.conditional
+    )
+
+
+def make_negatives(config: ml_collections.ConfigDict, model: Model):
+    """``loss.mode`` (and completions) as a ``jaxebm.negatives.NegativeSource``."""
+    loss, noise_fn = config.loss, make_noise_fn(config)
+    if loss.objective == "jem":
+        return jaxebm.train.make_jem_source(
+            gen_weight=float(loss.gen_weight),
+            pxy_weight=float(loss.pxy_weight),
+            reinit_prob=config.buffer.reinit_prob,
+            noise_fn=noise_fn,
+            num_classes=model.num_classes,
+        )
+    source = jaxebm.train.make_source(
+        loss.mode,
+        reinit_prob=config.buffer.reinit_prob,
+        noise_fn=noise_fn,
+        num_classes=model.num_classes if model.conditional else None,
+    )
+    if loss.completion_fraction:  # completion chains of images; off in the IGEBM recipe
+        source = jaxebm.negatives.with_completions(
+            source,
+            fraction=float(loss.completion_fraction),
+            mask_fn=jaxebm.tasks.random_masks,
+            noise_fn=noise_fn,
+            num_steps=loss.completion_steps or None,
+        )
+    return source
+
+
+def make_train_step(config: ml_collections.ConfigDict, model: Model, tx) -> Callable:
+    """The per-device train step of this config: ``jaxebm.train.make_step`` over
+    :func:`make_objective` and :func:`make_negatives`."""
+    is_jem = config.loss.objective == "jem"
+    return jaxebm.train.make_step(
+        make_objective(config, model),
         tx,
-        conditional=model.conditional,
-        num_classes=model.num_classes,
-        update_model_state=model.update_model_state,
+        negatives=make_negatives(config, model),
         sampler=make_sampler(config),
         num_chain_steps=config.sampler.num_steps,
-        mode=config.loss.mode,
-        reinit_prob=config.buffer.reinit_prob,
-        noise_fn=make_noise_fn(config),
-        l2_coeff=config.loss.l2_coeff,
         data_noise=config.loss.data_noise,
         unroll=config.sampler.unroll,
-        # Completion chains of images (jaxebm.train.make_train_step); off in the IGEBM recipe.
-        completion_fraction=float(config.loss.completion_fraction),
-        completion_mask_fn=jaxebm.tasks.random_masks,
-        completion_steps=config.loss.completion_steps or None,
+        update_model_state=None if is_jem else model.update_model_state,
         ema_decay=ema_decay(config),
     )

@@ -13,7 +13,7 @@ from jaxebm.train.state import TrainState
 from jaxebm.train.step import make_step
 from jaxebm.types import Array, EnergyFn, NoiseFn, Params, PRNGKey
 
-__all__ = ["MODES", "make_train_step", "make_jem_step", "make_source"]
+__all__ = ["MODES", "make_train_step", "make_jem_step", "make_source", "make_jem_source"]
 
 MODES = ("persistent", "cd", "short_run")
 
@@ -45,6 +45,32 @@ def make_source(
         capacity, reinit_prob=reinit_prob, noise_fn=noise_fn, num_classes=num_classes
     )
     return negatives.rekeyed(source, lambda key: jax.random.split(key)[0])
+
+
+def make_jem_source(
+    *,
+    gen_weight: float = 1.0,
+    pxy_weight: float = 0.0,
+    reinit_prob: float = 0.05,
+    noise_fn: NoiseFn = replay.uniform_noise,
+    num_classes: int | None = None,
+) -> negatives.NegativeSource:
+    """JEM's negatives: buffer chains for ``log p(x)``, twice as many (restarts relabelled) with
+    the ``log p(x, y)`` term, none at all for the cross-entropy baseline (both weights 0)."""
+    if not 0.0 <= float(reinit_prob) <= 1.0:
+        raise ValueError(f"reinit_prob must be in [0, 1], got {reinit_prob}")
+    joint = bool(pxy_weight)
+    if joint and num_classes is None:
+        raise ValueError("pxy_weight > 0 needs num_classes to label fresh conditional chains")
+    if not (bool(gen_weight) or joint):
+        return negatives.none()
+    return negatives.persistent(
+        None,
+        reinit_prob=reinit_prob,
+        noise_fn=noise_fn,
+        num_classes=num_classes if joint else None,
+        chains_per_example=2 if joint else 1,
+    )
 
 
 def make_train_step(
@@ -228,23 +254,16 @@ def make_jem_step(
     Raises:
       ValueError: For bad hyperparameters, or a step with chains and no buffer in the state.
     """
-    if not 0.0 <= float(reinit_prob) <= 1.0:
-        raise ValueError(f"reinit_prob must be in [0, 1], got {reinit_prob}")
-    joint = bool(pxy_weight)
-    if joint and num_classes is None:
-        raise ValueError("pxy_weight > 0 needs num_classes to label fresh conditional chains")
+    source = make_jem_source(
+        gen_weight=gen_weight,
+        pxy_weight=pxy_weight,
+        reinit_prob=reinit_prob,
+        noise_fn=noise_fn,
+        num_classes=num_classes,
+    )
     objective = objectives.jem(
         logits_fn, gen_weight=gen_weight, pxy_weight=pxy_weight, l2_coeff=l2_coeff
     )
-    source = negatives.none()
-    if bool(gen_weight) or joint:
-        source = negatives.persistent(
-            None,
-            reinit_prob=reinit_prob,
-            noise_fn=noise_fn,
-            num_classes=num_classes if joint else None,
-            chains_per_example=2 if joint else 1,
-        )
     return make_step(
         objective,
         tx,
