@@ -340,6 +340,51 @@ def test_noise_scale_is_independent_of_the_step_size(step_size, noise_scale):
 
 
 # ----------------------------------------------------------------------------------------------
+# The Metropolis-Hastings correction shared by MALA, HMC and independence MH.
+
+
+def _states(batch):
+    """An old state (zeros, step 3) and a proposal (ones, step 4) of ``batch`` 2-d examples."""
+    old = SamplerState(jnp.zeros((batch, 2)), jnp.zeros(batch), jnp.zeros((batch, 2)), jnp.array(3))
+    new = SamplerState(jnp.ones((batch, 2)), jnp.ones(batch), jnp.ones((batch, 2)), jnp.array(4))
+    return new, old
+
+
+def test_metropolis_hastings_accepts_where_log_u_is_below_the_ratio_and_selects_every_leaf():
+    batch = 1000
+    log_ratio = jnp.log(jnp.linspace(0.0, 1.5, batch))  # from -inf (never) to > 0 (always)
+    new, old = _states(batch)
+    key = jax.random.key(7)
+    state, is_accepted, rate = jaxebm.samplers.metropolis_hastings(key, log_ratio, new, old)
+    # The rule: one uniform per example from the given key, accept where log(u) < log_ratio.
+    u = jax.random.uniform(key, (batch,))
+    np.testing.assert_array_equal(is_accepted, jnp.log(u) < log_ratio)
+    # exp(log(r)) is r to float32 rounding (a few ulp).
+    np.testing.assert_allclose(rate, jnp.minimum(jnp.linspace(0.0, 1.5, batch), 1.0), rtol=1e-6)
+    assert not bool(is_accepted[0]) and bool(jnp.all(is_accepted[log_ratio >= 0]))
+    for leaf in (state.x, state.energy_grad):
+        np.testing.assert_array_equal(leaf, np.where(is_accepted[:, None], 1.0, 0.0) + 0 * leaf)
+    np.testing.assert_array_equal(state.energy, np.where(is_accepted, 1.0, 0.0))
+    assert int(state.step) == 4  # the proposal's step, accepted or not
+    # Acceptance probabilities min(1, r): the mean decision is the mean rate, within 4 standard
+    # errors of the sum of independent Bernoulli draws.
+    standard_error = math.sqrt(float(jnp.sum(rate * (1 - rate)))) / batch
+    assert abs(float(jnp.mean(is_accepted)) - float(jnp.mean(rate))) < 4 * standard_error
+
+
+def test_metropolis_hastings_rejects_nan_ratios_and_proposals_outside_the_bounds():
+    new, old = _states(3)
+    new = new._replace(x=jnp.array([[0.5, 0.5], [0.5, 2.0], [0.5, 0.5]]))
+    log_ratio = jnp.array([jnp.inf, jnp.inf, jnp.nan])
+    state, is_accepted, rate = jaxebm.samplers.metropolis_hastings(
+        jax.random.key(0), log_ratio, new, old, bounds=(-1.0, 1.0)
+    )
+    assert is_accepted.tolist() == [True, False, False]
+    assert rate.tolist() == [1.0, 0.0, 0.0]
+    np.testing.assert_array_equal(state.x, [[0.5, 0.5], [0.0, 0.0], [0.0, 0.0]])
+
+
+# ----------------------------------------------------------------------------------------------
 # Schedules, chains, tracing.
 
 

@@ -578,48 +578,6 @@ def test_refine_is_a_chain_from_the_attacked_inputs():
     assert float(jnp.mean(info.energy)) < float(jnp.mean(marginal(x_adv)))
 
 
-# ----------------------------------------------------------------------------------------------
-# Sample-quality metrics.
-
-
-def test_inception_score_limits_and_identity():
-    num_classes = 4
-    uniform = np.full((40, num_classes), 1.0 / num_classes)
-    assert metrics.inception_score(uniform) == pytest.approx((1.0, 0.0), abs=1e-12)
-    same = np.broadcast_to(np.random.default_rng(0).dirichlet(np.ones(num_classes)), (40, 4))
-    assert metrics.inception_score(same)[0] == pytest.approx(1.0, abs=1e-12)
-    # Confident and balanced within each split (splits of 20 rows cycling over 4 classes): C.
-    confident = np.eye(num_classes)[np.arange(40) % num_classes]
-    assert metrics.inception_score(confident, num_splits=2) == pytest.approx((4.0, 0.0))
-    # Confident but all one class: 1.
-    assert metrics.inception_score(np.eye(num_classes)[np.zeros(40, int)])[0] == pytest.approx(1)
-    # Independent identity: mean KL(p_i || m) = H(m) - mean_i H(p_i).
-    probs = np.random.default_rng(1).dirichlet(np.full(num_classes, 0.5), 30)
-    entropy = lambda p: -np.sum(p * np.log(p), axis=-1)  # noqa: E731
-    expected = np.exp(entropy(probs.mean(0)) - entropy(probs).mean())
-    assert metrics.inception_score(probs, num_splits=1)[0] == pytest.approx(expected, rel=1e-10)
-    with pytest.raises(ValueError, match="num_splits"):
-        metrics.inception_score(uniform[:5])
-    with pytest.raises(ValueError, match="non-negative"):
-        metrics.inception_score(-uniform)
-
-
-def test_fid_from_features():
-    weights = jax.random.normal(jax.random.key(0), (16, 6)) / 4.0
-    feature_fn = lambda x: jnp.tanh(x.reshape(x.shape[0], -1) @ weights)  # noqa: E731
-    x_a = uniform_images(1, 50)
-    x_b = 0.5 * uniform_images(2, 40)
-    # A set against itself: identical features, distance 0 up to float64 eigenvalue rounding.
-    assert metrics.fid_from_features(feature_fn, x_a, x_a, batch_size=16) < 1e-8
-    # Batching (50 = 3 * 16 + 2, padded) gives the features of one call, up to float32 matmul
-    # rounding.
-    direct = metrics.frechet_distance(feature_fn(x_a), feature_fn(x_b))
-    batched = metrics.fid_from_features(feature_fn, np.asarray(x_a), x_b, batch_size=16)
-    assert batched == pytest.approx(direct, rel=1e-4) and direct > 0.05
-    with pytest.raises(ValueError, match="batch_size"):
-        metrics.fid_from_features(feature_fn, x_a, x_b, batch_size=0)
-
-
 def test_fit_class_offsets_undoes_class_energy_drift():
     # Energies that classify perfectly up to a per-class drift larger than the class margin:
     # argmin_y E(x, y) picks the lowest-drift class for every input until the offsets undo it.

@@ -1,4 +1,4 @@
-r"""Improved contrastive divergence (Du et al. 2021) on the 8x8 digits: digits_igebm plus ICD's terms.
+r"""Improved contrastive divergence (Du et al. 2021) on the 8x8 digits: digits_igebm plus ICD.
 
 Train, then compare its samples with IGEBM's on the digits-FID protocol (~15 minutes on 2 cores):
   python -m experiments.train --config=experiments/configs/digits_icd.py --workdir=runs/digits_icd

@@ -1,6 +1,13 @@
 """Samplers: pure ``init``/``step`` kernels over a NamedTuple state, and chains that scan them."""
 
-from jaxebm.samplers.base import SamplerState, SamplingAlgorithm, clamp, clip_grad, energy_and_grad
+from jaxebm.samplers.base import (
+    SamplerState,
+    SamplingAlgorithm,
+    clamp,
+    clip_grad,
+    energy_and_grad,
+    metropolis_hastings,
+)
 from jaxebm.samplers.chain import ComposedInfo, compose, masked, run_chain
 from jaxebm.samplers.hmc import HMCInfo, hmc
 from jaxebm.samplers.independent import IMHInfo, independent_mh
@@ -25,4 +32,5 @@ __all__ = [
     "energy_and_grad",
     "clip_grad",
     "clamp",
+    "metropolis_hastings",
 ]

@@ -21,6 +21,7 @@ __all__ = [
     "per_example_norm",
     "per_example_sum",
     "mh_accept",
+    "metropolis_hastings",
     "evaluate_schedule",
     "check_positive",
     "check_bounds",
@@ -139,7 +140,8 @@ def in_bounds(x: Array, bounds: tuple[float, float] | None) -> Array:
 def mh_accept(key: PRNGKey, log_ratio: Array) -> Array:
     """Per-example Metropolis-Hastings decision: accept with probability ``min(1, exp(log_ratio))``.
 
-    A NaN ratio (a diverged proposal) is rejected.
+    One uniform draw per example, ``u ~ U[0, 1)`` of ``log_ratio``'s shape and dtype; accept
+    where ``log(u) < log_ratio``. A NaN ratio (a diverged proposal) is rejected.
     """
     log_u = jnp.log(jax.random.uniform(key, log_ratio.shape, log_ratio.dtype))
     return log_u < jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
@@ -154,6 +156,48 @@ def select(is_accepted: Array, new: SamplerState, old: SamplerState) -> SamplerS
         pick(new.energy_grad, old.energy_grad),
         new.step,
     )
+
+
+def metropolis_hastings(
+    key: PRNGKey,
+    log_ratio: Array,
+    proposal: SamplerState,
+    state: SamplerState,
+    *,
+    bounds: tuple[float, float] | None = None,
+) -> tuple[SamplerState, Array, Array]:
+    """The Metropolis-Hastings correction every exact kernel ends with, per example.
+
+    A proposal outside ``bounds`` has zero target density, so its ratio is ``-inf`` (always
+    rejected); then :func:`mh_accept` decides and :func:`select` keeps the proposal or the old
+    state of each example.
+
+    Args:
+      key: PRNG key of the accept decision (one uniform per example).
+      log_ratio: ``log`` of the acceptance ratio ``pi(x') q(x | x') / (pi(x) q(x' | x))``,
+        ``[B]``.
+      proposal: The proposed state (its ``step`` is the new state's step).
+      state: The current state.
+      bounds: ``(low, high)`` box the target is restricted to, or ``None``.
+
+    Returns:
+      ``(new_state, is_accepted, acceptance_rate)``: the selected state, the decisions ``[B]``
+      and ``min(1, exp(log_ratio))`` ``[B]`` (0 for a NaN ratio).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> old = SamplerState(jnp.zeros((2, 1)), jnp.zeros(2), jnp.zeros((2, 1)), jnp.array(0))
+      >>> new = SamplerState(jnp.ones((2, 1)), jnp.ones(2), jnp.ones((2, 1)), jnp.array(1))
+      >>> state, is_accepted, rate = metropolis_hastings(
+      ...     jax.random.key(0), jnp.array([0.0, -jnp.inf]), new, old)
+      >>> is_accepted.tolist(), rate.tolist(), state.x[:, 0].tolist()
+      ([True, False], [1.0, 0.0], [1.0, 0.0])
+    """
+    log_ratio = jnp.where(in_bounds(proposal.x, bounds), log_ratio, -jnp.inf)
+    is_accepted = mh_accept(key, log_ratio)
+    new_state = select(is_accepted, proposal, state)
+    acceptance_rate = jnp.exp(jnp.minimum(jnp.nan_to_num(log_ratio, nan=-jnp.inf), 0.0))
+    return new_state, is_accepted, acceptance_rate
 
 
 def evaluate_schedule(value: Schedule, step: Array) -> Array:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from jaxebm.samplers.base import (
     SamplerState,
@@ -15,12 +14,10 @@ from jaxebm.samplers.base import (
     check_positive,
     energy_and_grad,
     evaluate_schedule,
-    in_bounds,
     init_state,
-    mh_accept,
+    metropolis_hastings,
     per_example_norm,
     per_example_sum,
-    select,
 )
 from jaxebm.types import Array, EnergyX, PRNGKey
 
@@ -74,10 +71,13 @@ def build_kernel(
         energy = energies[-1]
         hamiltonian_0 = state.energy / temperature + 0.5 * per_example_sum(p0 * p0)
         hamiltonian_1 = energy / temperature + 0.5 * per_example_sum(p * p)
-        log_ratio = jnp.where(in_bounds(x, bounds), hamiltonian_0 - hamiltonian_1, -jnp.inf)
-        is_accepted = mh_accept(key_accept, log_ratio)
-        new_state = select(is_accepted, SamplerState(x, energy, grad, state.step + 1), state)
-        acceptance = jnp.exp(jnp.minimum(jnp.nan_to_num(log_ratio, nan=-jnp.inf), 0.0))
+        new_state, is_accepted, acceptance = metropolis_hastings(
+            key_accept,
+            hamiltonian_0 - hamiltonian_1,
+            SamplerState(x, energy, grad, state.step + 1),
+            state,
+            bounds=bounds,
+        )
         info = HMCInfo(
             new_state.energy, per_example_norm(state.energy_grad), acceptance, is_accepted, eps
         )

@@ -14,11 +14,9 @@ from jaxebm.samplers.base import (
     check_bounds,
     check_positive,
     energy_and_grad,
-    in_bounds,
     init_state,
-    mh_accept,
+    metropolis_hastings,
     per_example_norm,
-    select,
 )
 from jaxebm.types import Array, EnergyX, PRNGKey
 
@@ -62,12 +60,10 @@ def build_kernel(
         log_ratio = (state.energy - energy_new) / temperature
         if log_proposal is not None:
             log_ratio = log_ratio + log_proposal(x) - log_proposal(x_new)
-        log_ratio = jnp.where(in_bounds(x_new, bounds), log_ratio, -jnp.inf)
-        is_accepted = mh_accept(key_accept, log_ratio)
-        new_state = select(
-            is_accepted, SamplerState(x_new, energy_new, grad_new, state.step + 1), state
+        proposed = SamplerState(x_new, energy_new, grad_new, state.step + 1)
+        new_state, is_accepted, acceptance = metropolis_hastings(
+            key_accept, log_ratio, proposed, state, bounds=bounds
         )
-        acceptance = jnp.exp(jnp.minimum(jnp.nan_to_num(log_ratio, nan=-jnp.inf), 0.0))
         info = IMHInfo(
             new_state.energy, per_example_norm(state.energy_grad), acceptance, is_accepted
         )

@@ -15,12 +15,10 @@ from jaxebm.samplers.base import (
     check_positive,
     energy_and_grad,
     evaluate_schedule,
-    in_bounds,
     init_state,
-    mh_accept,
+    metropolis_hastings,
     per_example_norm,
     per_example_sum,
-    select,
 )
 from jaxebm.types import Array, EnergyX, PRNGKey
 
@@ -74,11 +72,10 @@ def build_kernel(
             return -per_example_sum(diff * diff) / (4.0 * eta)
 
         log_ratio = u - u_new + log_q(x, x_new, grad_u_new) - log_q(x_new, x, grad_u)
-        log_ratio = jnp.where(in_bounds(x_new, bounds), log_ratio, -jnp.inf)
-        is_accepted = mh_accept(key_accept, log_ratio)
         proposal = SamplerState(x_new, energy_new, grad_new, state.step + 1)
-        new_state = select(is_accepted, proposal, state)
-        acceptance = jnp.exp(jnp.minimum(jnp.nan_to_num(log_ratio, nan=-jnp.inf), 0.0))
+        new_state, is_accepted, acceptance = metropolis_hastings(
+            key_accept, log_ratio, proposal, state, bounds=bounds
+        )
         info = MALAInfo(
             new_state.energy, per_example_norm(state.energy_grad), acceptance, is_accepted, eta
         )

@@ -7,6 +7,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from jaxebm.samplers.base import check_bounds, clamp, per_example_norm
 from jaxebm.tasks.generate import Sampler, generate
@@ -84,8 +85,6 @@ def fit_class_offsets(
       >>> bool(offsets[1] > offsets[0])  # class 1's energies run low: its offset is high
       True
     """
-    import optax  # only this estimator needs it
-
     energies = jnp.asarray(energies, jnp.float32)
     labels = jnp.asarray(labels, jnp.int32)
     if energies.ndim != 2 or labels.shape != energies.shape[:1]:
@@ -107,8 +106,7 @@ def fit_class_offsets(
         return (optax.apply_updates(theta, updates), opt_state), None
 
     theta = (jnp.ones(()), jnp.zeros(energies.shape[1]))
-    fit = jax.jit(lambda theta: jax.lax.scan(step, (theta, tx.init(theta)), None, num_steps)[0][0])
-    scale, shifted = fit(theta)
+    (scale, shifted), _ = jax.lax.scan(step, (theta, tx.init(theta)), None, num_steps)[0]
     scale = jnp.maximum(scale, jnp.finfo(jnp.float32).eps)  # s <= 0 would mean anti-correlated
     offsets = shifted * spread / scale  # back to the energies' own units
     return offsets - jnp.mean(offsets)
@@ -175,8 +173,7 @@ def classification_loss(
 
     def loss_fn(x: Array, y: Array) -> Array:
         logits = -_offset(class_energies(energy_fn, params, x, num_classes), offsets)
-        log_probs = jax.nn.log_softmax(logits, axis=-1)
-        return -jnp.take_along_axis(log_probs, jnp.asarray(y, jnp.int32)[:, None], axis=-1)[:, 0]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, jnp.asarray(y, jnp.int32))
 
     return loss_fn
 
@@ -205,6 +202,7 @@ def attack(
     rescaling each example's ``x_adv - x`` to norm at most ``epsilon``; finally it clips to the
     data range. Clipping to a box that contains ``x`` only shrinks each entry of ``x_adv - x``,
     so the result lies in both the ball and the range (up to float32 rounding of ``x + delta``).
+    Pure and traceable: under ``jax.jit`` the whole attack is one compiled program.
 
     Args:
       key: PRNG key of the random start.
@@ -287,9 +285,7 @@ def attack(
             x_adv = project(x + delta)
         return jax.lax.fori_loop(0, int(num_steps), ascend, x_adv)
 
-    # One compiled program for the whole attack (inlined under the caller's jit).
-    x_adv = jax.jit(run)(key, x, jnp.asarray(y, jnp.int32))
-    return jax.lax.stop_gradient(x_adv)
+    return jax.lax.stop_gradient(run(key, x, jnp.asarray(y, jnp.int32)))
 
 
 def refine(

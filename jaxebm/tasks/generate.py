@@ -12,25 +12,12 @@ from jaxebm import replay
 from jaxebm.samplers import SamplingAlgorithm, run_chain
 from jaxebm.types import Array, ArrayLike, EnergyX, NoiseFn, PRNGKey
 
-__all__ = ["Sampler", "generate", "from_noise", "from_buffer", "snapshots", "compiled_chain"]
+__all__ = ["Sampler", "generate", "from_noise", "from_buffer", "snapshots"]
 
 Sampler = Callable[[EnergyX], SamplingAlgorithm]
 """A sampler factory ``energy_x -> SamplingAlgorithm`` with its options already bound, e.g.
 ``functools.partial(jaxebm.langevin, step_size=10.0, noise_scale=0.005, grad_clip=0.01,
 bounds=(-1, 1))`` (IGEBM's settings) or ``functools.partial(jaxebm.mala, step_size=0.01)``."""
-
-
-def compiled_chain(
-    kernel: SamplingAlgorithm, key: PRNGKey, x0: ArrayLike, num_steps: int, *, trace: bool = False
-) -> tuple[Any, Any]:
-    """``run_chain`` compiled as one computation (init, scan and last step together).
-
-    Called eagerly, ``run_chain`` compiles its scan and its last step separately; under
-    ``jax.jit`` they are one program, compiled once per call of a task (or inlined when the task
-    itself runs under the caller's ``jit``).
-    """
-    run = jax.jit(lambda key, x0: run_chain(kernel, key, x0, num_steps, trace=trace))
-    return run(key, jnp.asarray(x0))
 
 
 def generate(
@@ -43,6 +30,10 @@ def generate(
     trace: bool = False,
 ) -> tuple[Array, Any]:
     """Runs ``num_steps`` of ``sampler(energy_x)`` from ``x0``: the building block of every task.
+
+    Pure and traceable, as every task here: wrap the call in ``jax.jit`` to run the chain (its
+    init, scan and last step) as one compiled program, e.g.
+    ``jax.jit(lambda key, x0: generate(key, energy_x, sampler, x0, 100))``.
 
     Args:
       key: PRNG key.
@@ -65,7 +56,7 @@ def generate(
       >>> x.shape, info.energy.shape
       ((4, 2), (4,))
     """
-    state, info = compiled_chain(sampler(energy_x), key, x0, num_steps, trace=trace)
+    state, info = run_chain(sampler(energy_x), key, jnp.asarray(x0), num_steps, trace=trace)
     return jax.lax.stop_gradient(state.x), info
 
 
@@ -189,18 +180,12 @@ def snapshots(
     if not steps or steps[0] < 1 or any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
         raise ValueError(f"steps must be strictly increasing positive counts, got {steps}")
     kernel = sampler(energy_x)
-
-    @jax.jit
-    def run(key: PRNGKey, x0: Array) -> tuple[Array, Array]:
-        state = kernel.init(x0)
-        positions, energies = [], []
-        done = 0
-        for segment_key, total in zip(jax.random.split(key, len(steps)), steps, strict=True):
-            state, _ = run_chain(kernel, segment_key, state, total - done)
-            done = total
-            positions.append(state.x)
-            energies.append(state.energy)
-        return jnp.stack(positions), jnp.stack(energies)
-
-    x, energies = run(key, jnp.asarray(x0))
-    return jax.lax.stop_gradient(x), jax.lax.stop_gradient(energies)
+    state = kernel.init(jnp.asarray(x0))
+    positions, energies = [], []
+    done = 0
+    for segment_key, total in zip(jax.random.split(key, len(steps)), steps, strict=True):
+        state, _ = run_chain(kernel, segment_key, state, total - done)
+        done = total
+        positions.append(state.x)
+        energies.append(state.energy)
+    return jax.lax.stop_gradient(jnp.stack(positions)), jax.lax.stop_gradient(jnp.stack(energies))

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxebm import replay
-from jaxebm.samplers import masked
-from jaxebm.tasks.generate import Sampler, compiled_chain
+from jaxebm.samplers import masked, run_chain
+from jaxebm.tasks.generate import Sampler
 from jaxebm.types import Array, ArrayLike, EnergyX, NoiseFn, PRNGKey
 
 __all__ = ["box_mask", "half_mask", "inpaint", "random_masks"]
@@ -218,5 +218,5 @@ def inpaint(
         start = jnp.broadcast_to(_known_mean(x, mask), x.shape)
     kernel = masked(sampler, energy_x, mask, x)
     x0 = jnp.where(mask, start, x)
-    state, info = compiled_chain(kernel, key_chain, x0, num_steps, trace=trace)
+    state, info = run_chain(kernel, key_chain, x0, num_steps, trace=trace)
     return jax.lax.stop_gradient(state.x), info

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxebm.batching import map_batches
 from jaxebm.samplers.base import per_example_norm
 from jaxebm.types import Array, ArrayLike, EnergyX, Params
 
@@ -35,27 +36,14 @@ class JEMScores(NamedTuple):
     grad_norm: Array
 
 
-def _map_batches(fn: Callable[[Array], Any], x: ArrayLike, batch_size: int) -> Any:
-    """``fn`` over ``x[N, ...]`` in batches: one compiled call per batch, so only a batch of
-    ``x`` (which may be a host NumPy array) is on the device at a time; the last batch is padded
-    with copies of its first row so every call has the same shape (one compilation)."""
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    x = x if isinstance(x, np.ndarray | jax.Array) else np.asarray(x)
-    num = x.shape[0] if x.ndim else 0
-    if num == 0:
-        raise ValueError("x is empty")
-    size = min(int(batch_size), num)
-    compiled = jax.jit(fn)
-    outputs = []
-    for start in range(0, num, size):
-        batch = jnp.asarray(x[start : start + size])
-        count = batch.shape[0]
-        if count < size:
-            padding = jnp.broadcast_to(batch[:1], (size - count, *batch.shape[1:]))
-            batch = jnp.concatenate([batch, padding])
-        outputs.append(jax.tree.map(lambda out, count=count: out[:count], compiled(batch)))
-    return jax.tree.map(lambda *parts: jnp.concatenate(parts), *outputs)
+def _as_array(x: ArrayLike) -> Array | np.ndarray:
+    """``x`` as one array (a list of examples is one input, not a pytree of them)."""
+    return x if isinstance(x, np.ndarray | jax.Array) else np.asarray(x)
+
+
+def _on_device(scores: Any) -> Any:
+    """The host scores of :func:`jaxebm.map_batches` as ``jax.Array`` leaves (``[N]`` each)."""
+    return jax.tree.map(jnp.asarray, scores)
 
 
 def ood_scores(energy_x: EnergyX, x: ArrayLike, *, batch_size: int = 256) -> Array:
@@ -65,7 +53,8 @@ def ood_scores(energy_x: EnergyX, x: ArrayLike, *, batch_size: int = 256) -> Arr
       energy_x: ``x[B, ...] -> [B]`` energies (for a JEM classifier,
         ``energy.bind(energy.from_logits(module), params)``).
       x: Inputs ``[N, ...]``, a device or host (NumPy) array.
-      batch_size: Inputs per compiled call (bounds device memory).
+      batch_size: Inputs per call of ``energy_x`` (bounds device memory); the batches run
+        through :func:`jaxebm.map_batches`, one compilation per call of ``ood_scores``.
 
     Returns:
       Scores ``[N]``.
@@ -93,7 +82,7 @@ def ood_scores(energy_x: EnergyX, x: ArrayLike, *, batch_size: int = 256) -> Arr
             )
         return energies
 
-    return _map_batches(scores, x, batch_size)
+    return _on_device(map_batches(scores, _as_array(x), batch_size=batch_size))
 
 
 def jem_scores(
@@ -109,7 +98,7 @@ def jem_scores(
       logits_fn: ``logits_fn(params, x[B, ...]) -> logits [B, C]``, e.g. ``module.apply``.
       params: Its parameters.
       x: Inputs ``[N, ...]``, a device or host (NumPy) array.
-      batch_size: Inputs per compiled call.
+      batch_size: Inputs per call of ``logits_fn`` (through :func:`jaxebm.map_batches`).
 
     Returns:
       A :class:`JEMScores` of ``[N]`` arrays, each higher = more out-of-distribution.
@@ -141,4 +130,4 @@ def jem_scores(
         max_prob = jnp.max(jax.nn.softmax(logits, axis=-1), axis=-1)
         return JEMScores(-log_px, -max_prob, per_example_norm(grad))
 
-    return _map_batches(scores, x, batch_size)
+    return _on_device(map_batches(scores, _as_array(x), batch_size=batch_size))
