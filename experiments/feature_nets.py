@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-__all__ = ["DigitsClassifier", "train_classifier", "digits_features"]
+__all__ = ["DigitsClassifier", "train_classifier", "digits_features", "digits_reader"]
 
 
 class DigitsClassifier(nn.Module):
@@ -71,3 +71,9 @@ def digits_features(train: dict, test: dict, *, seed: int = 0) -> tuple[Callable
     accuracy = float(np.mean(predicted == np.asarray(test["y"])))
     features = jax.jit(lambda x: module.apply(params, x, features=True))
     return features, accuracy
+
+
+def digits_reader(train: dict, *, seed: int = 0) -> Callable:
+    """An independent reader of digit images ``x[B, 8, 8, 1] -> [B]`` predicted classes."""
+    module, params = train_classifier(train, seed=seed)
+    return jax.jit(lambda x: jnp.argmax(module.apply(params, x), axis=-1))

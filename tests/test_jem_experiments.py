@@ -17,10 +17,20 @@ ARTEFACTS = ("config.json", "metrics.jsonl", "summary.json", "reliability.png", 
 def check_summary(summary, config, workdir):
     assert summary["steps"] == config.train.num_steps
     classify = summary["jem_classify"]
-    assert 0.0 <= classify["accuracy"] <= 1.0 and 0.0 <= classify["ece"] <= 1.0
-    for score in ("energy", "neg_max_prob", "grad_norm"):
-        assert 0.0 <= summary["jem_ood"][f"auroc_uniform_noise_{score}"] <= 1.0
-    assert "clean_accuracy" in summary["jem_attack"]
+    # Top-label calibration error is at least the gap between mean accuracy and confidence
+    # (the triangle inequality over the bins), and the top probability of K classes is >= 1/K.
+    assert classify["ece"] >= abs(classify["accuracy"] - classify["mean_confidence"]) - 1e-6
+    assert classify["mean_confidence"] >= 1 / 10 - 1e-6
+    ood = summary["jem_ood"]
+    scores = ("energy", "neg_max_prob", "grad_norm")
+    sets = ("uniform_noise", "inverted")
+    assert set(ood) == {"num_examples"} | {f"auroc_{s}_{score}" for s in sets for score in scores}
+    attack = summary["jem_attack"]
+    assert attack["num_examples"] == ood["num_examples"]  # the same test images
+    radii = {f"linf_{e:.3g}" for e in config.eval.attack_epsilons}
+    assert radii <= set(attack) and "clean_accuracy" in attack
+    refined = {"refined_accuracy"} if config.eval.refine_steps else set()
+    assert all(set(attack[r]) == {"adversarial_accuracy"} | refined for r in radii)
     for artefact in ARTEFACTS:
         assert os.path.getsize(os.path.join(workdir, artefact)) > 0, artefact
     rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
