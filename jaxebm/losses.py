@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
+import optax
 
 from jaxebm.types import Array, ArrayLike
 
@@ -154,9 +154,8 @@ def jem_loss(
     label_mask = _mask(label_mask, size, "label_mask")
     gen_mask = _mask(gen_mask, size, "gen_mask")
 
-    log_probs = jax.nn.log_softmax(logits_pos, axis=-1)
-    log_p_y = jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
-    ce = _masked_mean(-log_p_y, label_mask, label_count)
+    per_example = optax.softmax_cross_entropy_with_integer_labels(logits_pos, labels)
+    ce = _masked_mean(per_example, label_mask, label_count)
     correct = (jnp.argmax(logits_pos, axis=-1) == labels).astype(jnp.float32)
     accuracy = _masked_mean(correct, label_mask, label_count)
     mean_pos = _masked_mean(energy_pos, gen_mask, gen_count)
