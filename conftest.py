@@ -1,4 +1,5 @@
-"""Test settings: 4 fake CPU devices and strict rank promotion, set before JAX initialises."""
+"""Test settings (tests/ and the docstring examples of jaxebm/): 4 fake CPU devices and strict rank
+promotion, set before JAX initialises."""
 
 import os
 

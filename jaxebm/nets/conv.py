@@ -255,8 +255,9 @@ class Conv(nn.Module):
       >>> import jax, jax.numpy as jnp
       >>> from jaxebm.nets import Conv
       >>> layer = Conv(features=4, kernel_size=(3, 3), strides=2)
-      >>> params = layer.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
-      >>> layer.apply(params, jnp.zeros((2, 8, 8, 3))).shape
+      >>> x = jnp.zeros((2, 8, 8, 3))
+      >>> params = jax.eval_shape(layer.init, jax.random.key(0), x)  # shapes only, no compute
+      >>> jax.eval_shape(layer.apply, params, x).shape
       (2, 4, 4, 4)
     """
 
@@ -322,8 +323,9 @@ class ConvEnergy(nn.Module):
       >>> import jax, jax.numpy as jnp
       >>> from jaxebm.nets import ConvEnergy
       >>> module = ConvEnergy(widths=(8, 8), strides=(1, 2))
-      >>> params = module.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
-      >>> module.apply(params, jnp.zeros((5, 16, 16, 3))).shape
+      >>> x = jnp.zeros((5, 16, 16, 3))
+      >>> params = jax.eval_shape(module.init, jax.random.key(0), x)  # shapes only, no compute
+      >>> jax.eval_shape(module.apply, params, x).shape
       (5,)
     """
 

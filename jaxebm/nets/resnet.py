@@ -62,8 +62,8 @@ class ResNetEnergy(nn.Module):
       >>> from jaxebm.nets import ResNetEnergy
       >>> module = ResNetEnergy(widths=(8, 8), stem_width=8, num_classes=10)
       >>> x, y = jnp.zeros((2, 8, 8, 1)), jnp.array([3, 7])
-      >>> variables = module.init(jax.random.key(0), x, y)
-      >>> module.apply(variables, x, y).shape
+      >>> variables = jax.eval_shape(module.init, jax.random.key(0), x, y)  # shapes only
+      >>> jax.eval_shape(module.apply, variables, x, y).shape
       (2,)
     """
 

@@ -59,8 +59,9 @@ class WideResNet(nn.Module):
       >>> import jax, jax.numpy as jnp
       >>> from jaxebm.nets import WideResNet
       >>> module = WideResNet(depth=10, widen_factor=1, num_classes=10)
-      >>> params = module.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
-      >>> module.apply(params, jnp.zeros((3, 8, 8, 1))).shape
+      >>> x = jnp.zeros((3, 8, 8, 1))
+      >>> params = jax.eval_shape(module.init, jax.random.key(0), x)  # shapes only, no compute
+      >>> jax.eval_shape(module.apply, params, x).shape
       (3, 10)
     """
 

@@ -80,7 +80,7 @@ def fit_class_offsets(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> energies = jnp.array([[0.0, 1.0], [1.0, 0.0], [0.2, 0.9]]) + jnp.array([0.0, -5.0])
+      >>> energies = jnp.array([[0.0, 1.0], [1.0, 0.0], [0.2, 0.9]]) + jnp.array([[0.0, -5.0]])
       >>> offsets = fit_class_offsets(energies, jnp.array([0, 1, 0]))
       >>> bool(offsets[1] > offsets[0])  # class 1's energies run low: its offset is high
       True

@@ -213,7 +213,7 @@ def make_step(
 
     Example:
       >>> import functools, jax, jax.numpy as jnp, optax, jaxebm
-      >>> energy_fn = lambda w, x: jnp.sum((x - w) ** 2, axis=-1)
+      >>> energy_fn = lambda w, x: jnp.sum((x - w[None]) ** 2, axis=-1)
       >>> tx = optax.sgd(0.1)
       >>> step = jaxebm.train.make_step(
       ...     jaxebm.objectives.contrastive(energy_fn), tx,
