@@ -236,9 +236,9 @@ def with_completions(
       num_steps: Sampler steps of a completion chain (default: the step's ``num_chain_steps``).
     """
     if not 0.0 < float(fraction) <= 1.0:
-        raise ValueError(f"completion_fraction must be in [0, 1], got {fraction}")
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     if num_steps is not None and int(num_steps) < 1:
-        raise ValueError(f"completion_steps must be >= 1, got {num_steps}")
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
 
     def sample(buffer, batch, keys, run):
         negatives = source.sample(buffer, batch, keys, run)

@@ -129,7 +129,7 @@ def test_completions_and_augmentation_wrap_any_source():
     np.testing.assert_array_equal(np.asarray(calls[0][0]), -3.0)  # augmented starts
     np.testing.assert_array_equal(np.asarray(calls[1][0]), [[3.0, 0.0]] * 2)  # hidden from noise
     assert calls[1][1] == 7
-    with pytest.raises(ValueError, match="completion_fraction must be in"):
+    with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\]"):
         negatives.with_completions(negatives.from_data(), fraction=0.0, mask_fn=hide_second)
 
 

@@ -54,6 +54,7 @@ def _model() -> ml_collections.ConfigDict:
     model.stem_width = 64
     model.widths = (128, 128, 256, 256, 512, 512)
     model.downsample = (True, False, True, False, True, False)
+    model.strides = (1, 2, 1, 2, 1, 2)  # conv: one stride per entry of widths
     model.activation = "swish"  # resnet, conv, wideresnet: IGEBM's; JEM's WRN uses leaky_relu
     model.spectral_norm = True  # resnet: IGEBM's spectral norm (Miyato et al. 2018)
     model.depth = 28  # wideresnet: JEM's WRN-28-10 (Grathwohl et al. 2019)

@@ -162,6 +162,8 @@ def make_train_step(
         raise ValueError(f"completion_fraction must be in [0, 1], got {completion_fraction}")
     if completion_fraction and completion_mask_fn is None:
         raise ValueError("completion_fraction > 0 needs a completion_mask_fn")
+    if completion_steps is not None and int(completion_steps) < 1:
+        raise ValueError(f"completion_steps must be >= 1, got {completion_steps}")
     source = make_source(
         mode,
         reinit_prob=reinit_prob,
@@ -176,8 +178,6 @@ def make_train_step(
             noise_fn=noise_fn,
             num_steps=completion_steps,
         )
-    elif completion_steps is not None and int(completion_steps) < 1:
-        raise ValueError(f"completion_steps must be >= 1, got {completion_steps}")
     return make_step(
         objectives.contrastive(energy_fn, l2_coeff=l2_coeff, conditional=conditional),
         tx,
