@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# The 2-core CI machine: one process, XLA sees every core.
-PYTEST_ARGS ?=
+# Two test processes (pytest-xdist): compilation is single-threaded, so the second core would
+# idle through most of a one-process run on the 2-core CI machine.
+PYTEST_ARGS ?= -n 2
 
 .PHONY: run test test-all bench lint venv clean
 

@@ -97,13 +97,16 @@ def train_and_evaluate(
     *,
     progress: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    on_trained: Callable[[], None] | None = None,
 ) -> dict:
     """Trains (or resumes) the run in ``workdir``, then evaluates it; returns the summary dict.
 
     Installs no signal handlers: a caller that wants a clean stop passes ``should_stop``, asked
     after every step; when it answers true the state is saved and ``{"stopped_at": step}``
-    returned without evaluating. With ``config.recovery.enabled`` the run heals itself
-    (:func:`train_loop`, ``jaxebm.recovery.supervisor``).
+    returned without evaluating. ``on_trained()``, if given, is called once the final state is
+    saved, before the evaluation (the CLI puts its signal handlers back there). With
+    ``config.recovery.enabled`` the run heals itself (:func:`train_loop`,
+    ``jaxebm.recovery.supervisor``).
 
     Raises:
       RuntimeError: The run diverged once more after ``recovery.max_rollbacks`` rollbacks.
@@ -140,6 +143,8 @@ def train_and_evaluate(
         writer.close()
         manager.close()
     train_seconds = time.perf_counter() - started
+    if on_trained is not None:
+        on_trained()
     state = result.state
     if result.is_stopped:
         return {"stopped_at": int(state.step)}
@@ -249,18 +254,26 @@ def main(argv):
     if not FLAGS["verbosity"].present:  # orbax logs every save at INFO: keep the console readable
         absl_logging.set_verbosity(absl_logging.WARNING)
     logger.setLevel(logging.INFO)
-    # The first SIGTERM or Ctrl-C asks the loop to save and stop after the current step; the
-    # previous handlers are then back, so a second one acts at once (e.g. during evaluation).
+    # During training the first SIGTERM or Ctrl-C asks the loop to save and stop after the
+    # current step; the previous handlers are then back, so a second one acts at once, as does
+    # any signal once training has ended (during the evaluation).
     received, signals = [], (signal.SIGTERM, signal.SIGINT)
 
-    def request_stop(signum, frame):
-        received.append(signum)
+    def restore_handlers():
         for number, handler in previous.items():
             signal.signal(number, handler)
 
+    def request_stop(signum, frame):
+        received.append(signum)
+        restore_handlers()
+
     previous = {number: signal.signal(number, request_stop) for number in signals}
     summary = train_and_evaluate(
-        FLAGS.config, FLAGS.workdir, progress=FLAGS.progress, should_stop=lambda: bool(received)
+        FLAGS.config,
+        FLAGS.workdir,
+        progress=FLAGS.progress,
+        should_stop=lambda: bool(received),
+        on_trained=restore_handlers,  # a signal during the evaluation acts at once
     )
     print(json.dumps(summary, indent=2))
     if "stopped_at" in summary:

@@ -333,3 +333,18 @@ def test_trainer_installs_no_signal_handlers_and_stops_when_asked(tmp_path):
     )
     assert summary == {"stopped_at": 3} and seen == [before] * 3 and handlers() == before
     assert "3" in os.listdir(tmp_path / "checkpoints") and not (tmp_path / "summary.json").exists()
+
+
+def test_on_trained_runs_once_between_training_and_evaluation(tmp_path):
+    # The CLI puts its signal handlers back here, so a signal during the evaluation acts at once.
+    config = toy2d.get_config("quick")
+    config.train.num_steps = 2
+    calls = []
+
+    def on_trained():
+        calls.append(
+            (sorted(os.listdir(tmp_path / "checkpoints")), (tmp_path / "summary.json").exists())
+        )
+
+    summary = train.train_and_evaluate(config, str(tmp_path), on_trained=on_trained)
+    assert calls == [(["2"], False)] and summary["steps"] == 2

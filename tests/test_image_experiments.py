@@ -127,6 +127,7 @@ def test_image_configs_quick_one_step(tmp_path, module, mock):
     assert np.isfinite(rows[-1]["loss"])
 
 
+@pytest.mark.slow  # ICD's step is tested in test_objectives.py and test_step_combinations.py
 def test_digits_icd_quick_trains_with_the_icd_terms(tmp_path):
     # The ICD config trains through the runner: its extra terms reach the metrics, finite.
     config = digits_icd.get_config("quick")
