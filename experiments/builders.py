@@ -13,7 +13,6 @@ import ml_collections
 import optax
 
 import jaxebm
-from experiments.configs.base import SECTIONS
 from experiments.datasets import (  # the data builders, importable from here too
     DATASETS,
     Dataset,
@@ -21,6 +20,7 @@ from experiments.datasets import (  # the data builders, importable from here to
     quantization_levels,
     train_batch,
 )
+from experiments.options import MODELS, OPTIMIZERS, SAMPLERS, SCHEDULES, choose
 
 __all__ = [
     "DATASETS",
@@ -29,7 +29,6 @@ __all__ = [
     "make_dataset",
     "train_batch",
     "quantization_levels",
-    "validate_config",
     "make_energy",
     "make_sampler",
     "make_noise_fn",
@@ -42,60 +41,6 @@ __all__ = [
     "evaluates_average",
     "trained_variables",
 ]
-
-SAMPLERS = ("langevin", "mala", "hmc")
-MODELS = ("mlp", "resnet", "conv", "wideresnet")
-OBJECTIVES = ("cd", "jem", "icd")
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine", "piecewise")
-
-
-def _choose(kind: str, name: str, options: tuple[str, ...]) -> str:
-    if name not in options:
-        raise ValueError(f"unknown {kind} {name!r}: choose one of {', '.join(options)}")
-    return name
-
-
-def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Checks a config before anything is built or compiled; messages say what is wrong."""
-    missing = [section for section in SECTIONS if section not in config]
-    if missing:
-        raise ValueError(f"the config lacks the sections {missing}; every config has {SECTIONS}")
-    _choose("model", config.model.name, MODELS)
-    _choose("sampler", config.sampler.name, SAMPLERS)
-    _choose("optimizer", config.optim.name, OPTIMIZERS)
-    _choose("learning-rate schedule", config.optim.schedule, SCHEDULES)
-    _choose("training mode", config.loss.mode, jaxebm.train.MODES)
-    objective = _choose("objective", config.loss.objective, OBJECTIVES)
-    if (objective == "jem") != (config.model.name == "wideresnet"):
-        raise ValueError(
-            "loss.objective='jem' trains a classifier's logits: use it with "
-            f"model.name='wideresnet' (got objective {objective!r}, model {config.model.name!r})"
-        )
-    if objective == "jem" and config.loss.mode != "persistent":
-        raise ValueError(f"loss.objective='jem' uses persistent chains, got {config.loss.mode!r}")
-    for name, value in [
-        ("sampler.step_size", config.sampler.step_size),
-        ("optim.learning_rate", config.optim.learning_rate),
-        ("train.batch_size", config.train.batch_size),
-        ("train.num_steps", config.train.num_steps),
-        ("sampler.num_steps", config.sampler.num_steps),
-        ("checkpoint.every_steps", config.checkpoint.every_steps),
-    ]:
-        if not value > 0:
-            raise ValueError(f"{name} must be > 0, got {value}")
-    if not 0.0 <= config.buffer.reinit_prob <= 1.0:
-        raise ValueError(f"buffer.reinit_prob must be in [0, 1], got {config.buffer.reinit_prob}")
-    if not 0.0 <= config.train.ema_decay < 1.0:
-        raise ValueError(
-            f"train.ema_decay must be in [0, 1) (0: no parameter average), got "
-            f"{config.train.ema_decay}"
-        )
-    if config.loss.mode == "persistent" and config.buffer.capacity < config.train.batch_size:
-        raise ValueError(
-            f"buffer.capacity ({config.buffer.capacity}) must be at least train.batch_size "
-            f"({config.train.batch_size})"
-        )
 
 
 class Model(NamedTuple):
@@ -128,13 +73,13 @@ class Model(NamedTuple):
 
 def _activation(name: str):
     options = {"swish": jax.nn.swish, "leaky_relu": jaxebm.nets.leaky_relu}
-    return options[_choose("activation", name, tuple(options))]
+    return options[choose("model.activation", "activation", name, tuple(options))]
 
 
 def make_energy(config: ml_collections.ConfigDict, dataset: Dataset) -> Model:
     """The network of ``config.model`` for ``dataset``, as a :class:`Model`."""
     model = config.model
-    name = _choose("model", model.name, MODELS)
+    name = choose("model.name", "model", model.name, MODELS)
     conditional = bool(model.conditional)
     if conditional and not dataset.num_classes:
         raise ValueError(f"model.conditional needs a labelled dataset; {dataset!r:.60} has none")
@@ -184,7 +129,7 @@ def make_sampler(config: ml_collections.ConfigDict) -> Callable:
     """``energy_x -> SamplingAlgorithm`` with the config's hyperparameters (checked here)."""
     sampler = config.sampler
     bounds = tuple(sampler.bounds) if sampler.bounds else None
-    name = _choose("sampler", sampler.name, SAMPLERS)
+    name = choose("sampler.name", "sampler", sampler.name, SAMPLERS)
     if name == "langevin":
         build = functools.partial(
             jaxebm.samplers.langevin,
@@ -227,7 +172,7 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     optim = config.optim
     steps = int(config.train.num_steps)
     warmup = min(int(optim.warmup_steps), steps)
-    schedule = _choose("learning-rate schedule", optim.schedule, SCHEDULES)
+    schedule = choose("optim.schedule", "learning-rate schedule", optim.schedule, SCHEDULES)
     rate = float(optim.learning_rate)
     if schedule == "cosine":
         after = optax.cosine_decay_schedule(rate, max(steps - warmup, 1))
@@ -240,7 +185,7 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     learning_rate = optax.join_schedules(
         [optax.linear_schedule(0.0, rate, warmup), after], [warmup]
     )
-    name = _choose("optimizer", optim.name, OPTIMIZERS)
+    name = choose("optim.name", "optimizer", optim.name, OPTIMIZERS)
     if name == "adam":
         tx = optax.adam(learning_rate, b1=optim.b1, b2=optim.b2)
     elif name == "adamw":
@@ -315,7 +260,7 @@ def make_objective(config: ml_collections.ConfigDict, model: Model) -> jaxebm.ob
             kl_weight=float(loss.kl_weight),
             entropy_weight=float(loss.entropy_weight),
             kl_steps=int(loss.kl_steps),
-            grad_clip=config.sampler.grad_clip,
+            grad_clip=config.sampler.grad_clip or None,  # 0: off, as for the sampler
             l2_coeff=loss.l2_coeff,
             conditional=model.conditional,
         )

@@ -13,7 +13,9 @@ training finishes.
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -22,11 +24,14 @@ from typing import NamedTuple
 from absl import app, flags
 from absl import logging as absl_logging
 
-from experiments import builders, eval_classes, eval_images, eval_jem, eval_toy
+from experiments import builders, cli, eval_classes, eval_images, eval_jem, eval_toy, rundir
 from experiments.eval_common import NEEDS, Run, make_run
+from experiments.options import ATTACK_NORMS, check, choose, is_counts, non_negative, positive
 from experiments.state import restore_run
 from experiments.writers import read_metrics
 from jaxebm import viz
+from jaxebm.data import tfds as tfds_data
+from jaxebm.data import toy
 
 __all__ = ["NEEDS", "Run", "Task", "TASKS", "applicable", "select", "run_tasks", "evaluate_run"]
 
@@ -68,6 +73,7 @@ _CURVES_POINTS = ["loss", "energy_gap", "grad_norm_x", "acceptance", "param_grad
 _CURVES_IMAGES = ["loss", "energy_gap", "energy_pos", "grad_norm_x", "param_grad_norm"]
 
 FLAGS = flags.FLAGS
+logger = logging.getLogger("experiments.evaluate")
 
 
 def define_flags():
@@ -94,11 +100,11 @@ def applicable(dataset, model) -> tuple[str, ...]:
 
 def select(dataset, model, names: str | Sequence[str]) -> tuple[str, ...]:
     """Checks ``names`` against the run; ``"all"`` (alone or among them) is every task that
-    applies.
+    applies; no names, no tasks (a run with ``eval.tasks = ()`` trains without evaluating).
 
     Raises:
-      ValueError: For an unknown task, or one that does not apply to the run (the message says
-        what it needs and lists the tasks that apply).
+      ValueError: For an unknown task, one that does not apply to the run (the message says
+        what it needs and lists the tasks that apply), or none at all.
     """
     names = (names,) if isinstance(names, str) else tuple(names)
     runnable = applicable(dataset, model)
@@ -120,6 +126,11 @@ def select(dataset, model, names: str | Sequence[str]) -> tuple[str, ...]:
                 f"{', '.join(runnable)}"
             )
         chosen.append(name)
+    if names and not chosen:
+        raise ValueError(
+            f"no evaluation task chosen (asked for {list(names)}); the tasks of this run are "
+            f"{', '.join(runnable) or 'none'}"
+        )
     return tuple(dict.fromkeys(chosen))  # each once, in order
 
 
@@ -127,9 +138,19 @@ def run_tasks(run: Run, names: str | Sequence[str]) -> dict:
     """Runs ``names`` (see :func:`select`) on ``run``; returns ``{name: numbers}``, with the
     numbers of ``top_level`` tasks merged in directly."""
     results: dict = {}
-    for name in select(run.dataset, run.model, names):
+    chosen = select(run.dataset, run.model, names)
+    for number, name in enumerate(chosen, 1):
         task = TASKS[name]
+        started = time.perf_counter()
+        logger.info("evaluation %d/%d: %s", number, len(chosen), name)
         numbers = task.fn(run)
+        logger.info(
+            "evaluation %d/%d: %s done in %.1f s",
+            number,
+            len(chosen),
+            name,
+            time.perf_counter() - started,
+        )
         if task.top_level:
             results.update(numbers)
         else:
@@ -163,28 +184,136 @@ def evaluate_run(config, workdir, state, dataset, model, *, task: str = "all") -
     return summary
 
 
+def _config_needs(config) -> dict[str, bool]:
+    """What the run of ``config`` will offer the evaluation tasks (``eval_common.NEEDS``)."""
+    is_points = config.data.name in toy.NAMES
+    return {
+        "points": is_points,
+        "images": not is_points,
+        "conditional": config.model.name == "resnet" and bool(config.model.conditional),
+        "classifier": config.model.name == "wideresnet",
+    }
+
+
+def check_eval_config(config) -> None:
+    """Checks the ``eval`` section of ``config`` (called by ``validate_config``): task names and
+    what they need of the run, counts, radii, norms and data sets."""
+
+    evaluation = config.eval
+    has = _config_needs(config)
+    runnable = [name for name, task in TASKS.items() if all(has[n] for n in task.needs)]
+    for name in evaluation.tasks:
+        if name == "all":
+            continue
+        choose("eval.tasks", "evaluation task", name, ("all", *TASKS))
+        missing = [NEEDS[n].description for n in TASKS[name].needs if not has[n]]
+        if missing:
+            raise ValueError(
+                f"eval.tasks holds {name!r}, which needs {' and '.join(missing)}; the tasks of "
+                f"this config are {', '.join(runnable)} (or 'all')"
+            )
+    for field in (
+        "batch_size",
+        "num_samples",
+        "num_sample_steps",
+        "num_images",
+        "num_eval_examples",
+        "inpaint_steps",
+        "inpaint_chains",
+        "denoise_steps",
+        "num_offset_examples",
+        "attack_steps",
+        "ece_bins",
+    ):
+        check(evaluation, f"eval.{field}", positive, "> 0")
+    check(evaluation, "eval.refine_steps", non_negative, ">= 0 (0: no refinement)")
+    if has["points"]:
+        check(
+            evaluation,
+            "eval.grid_resolution",
+            positive,
+            "> 0 (cells per side of the density grid)",
+        )
+    else:
+        check(evaluation, "eval.grid_resolution", non_negative, ">= 0 (unused by images)")
+        if evaluation.kde:
+            raise ValueError(
+                "eval.kde applies to the 2-D sets only (a KDE baseline of the density); "
+                f"data.name={config.data.name!r} is an image set: set eval.kde=False"
+            )
+    check(
+        evaluation,
+        "eval.sample_steps",
+        functools.partial(is_counts, increasing=True),
+        "a non-empty, strictly increasing tuple of positive step counts",
+    )
+    check(
+        evaluation,
+        "eval.attack_epsilons",
+        lambda e: isinstance(e, tuple | list) and all(map(positive, e)),
+        "a tuple of positive radii",
+    )
+    for norm in evaluation.attack_norms:
+        choose("eval.attack_norms", "attack norm", norm, ATTACK_NORMS)
+    for name in evaluation.ood_datasets:
+        choose("eval.ood_datasets", "TFDS image set", name, tfds_data.NAMES)
+
+
 def main(argv):
     del argv
     if FLAGS.workdir is None:
         raise app.UsageError("--workdir is required")
     if not FLAGS["verbosity"].present:  # orbax logs restores at INFO
         absl_logging.set_verbosity(absl_logging.WARNING)
-    config, dataset, model, state = restore_run(FLAGS.workdir)
-    try:
-        select(dataset, model, _requested(config, FLAGS.task))
-    except ValueError as error:  # a task this run cannot do: say which it can
-        raise app.UsageError(str(error)) from error
-    suffix = ""
-    if FLAGS.use_ema is not None:
-        config.eval.use_ema = FLAGS.use_ema
-        suffix = "" if FLAGS.use_ema else "_raw"
-    summary = evaluate_run(config, FLAGS.workdir, state, dataset, model, task=FLAGS.task)
-    summary["steps"] = int(state.step)
-    with open(os.path.join(FLAGS.workdir, f"eval_{FLAGS.task}{suffix}.json"), "w") as file:
-        json.dump(summary, file, indent=2)
+    logging.getLogger("experiments").setLevel(logging.INFO)
+    if not os.path.isdir(FLAGS.workdir):
+        raise FileNotFoundError(f"--workdir {FLAGS.workdir} is not a directory of a run")
+    with rundir.locked(FLAGS.workdir, command="experiments.evaluate"):
+        summary, name = _evaluate_workdir(FLAGS.workdir, FLAGS.task, FLAGS.use_ema)
+        rundir.write_json(os.path.join(FLAGS.workdir, name), summary)
     print(json.dumps(summary, indent=2))
+
+
+def _evaluate_workdir(workdir: str, task: str, use_ema: bool | None) -> tuple[dict, str]:
+    """Evaluates the newest readable checkpoint of ``workdir``; returns the summary and the name
+    of the file it belongs in. Says which step it evaluates, and warns when that is not the
+    step the run's ``summary.json`` reports."""
+    config, dataset, model, state = restore_run(workdir, repair=True)
+    if not _requested(config, task):
+        raise ValueError(
+            f"the run's eval.tasks is empty: name a task with --task (this run's tasks are "
+            f"{', '.join(applicable(dataset, model))})"
+        )
+    select(dataset, model, _requested(config, task))  # a task this run cannot do: say which can
+    step = int(state.step)
+    trained = _read_json(os.path.join(workdir, "summary.json")).get("steps")
+    if trained is not None and trained != step:
+        logger.warning(
+            "summary.json reports step %d, but the newest readable checkpoint is step %d: "
+            "evaluating step %d",
+            trained,
+            step,
+            step,
+        )
+    logger.info("evaluating the checkpoint of step %d", step)
+    suffix = ""
+    if use_ema is not None:
+        config.eval.use_ema = use_ema
+        suffix = "" if use_ema else "_raw"
+    summary = evaluate_run(config, workdir, state, dataset, model, task=task)
+    summary["steps"] = step
+    return summary, f"eval_{task}{suffix}.json"
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path) as file:
+            return json.load(file)
+    except (OSError, ValueError):
+        return {}
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.define_flags()
+    app.run(cli.clean_errors(main))

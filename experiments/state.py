@@ -70,8 +70,13 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
         return base.from_dict(json.load(file))
 
 
-def restore_run(workdir: str):
-    """Rebuilds a run's config, data, energy and latest state from its workdir."""
+def restore_run(workdir: str, *, repair: bool = False):
+    """Rebuilds a run's config, data, energy and latest state from its workdir.
+
+    ``repair`` moves unreadable checkpoints aside (``jaxebm.checkpoint.restore_latest``): only
+    for a caller that holds the workdir's lock. The state's ``step`` says which checkpoint was
+    restored; an unreadable newer one is named in a warning.
+    """
     config = load_config(workdir)
     dataset = builders.make_dataset(config)
     model = builders.make_energy(config, dataset)
@@ -79,8 +84,10 @@ def restore_run(workdir: str):
     mesh = jaxebm.parallel.make_mesh(config.train.num_devices or None)
     target = init_state(config, dataset, model, tx, mesh)
     manager = jaxebm.checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
-    state = jaxebm.checkpoint.restore_latest(manager, target)
-    manager.close()
+    try:
+        state = jaxebm.checkpoint.restore_latest(manager, target, repair=repair)
+    finally:
+        manager.close()
     if state is None:
         raise FileNotFoundError(f"{workdir}/checkpoints holds no readable checkpoint")
     return config, dataset, model, state

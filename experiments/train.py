@@ -27,7 +27,7 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 import jaxebm
-from experiments import builders, evaluate
+from experiments import builders, cli, evaluate, rundir, validation
 from experiments import state as state_lib
 from experiments.writers import MetricWriter, read_events, write_event
 
@@ -69,7 +69,7 @@ class LoopResult(NamedTuple):
 
 def build(config: ml_collections.ConfigDict) -> Run:
     """Checks ``config`` and the data against the devices, then builds the run (not compiled)."""
-    builders.validate_config(config)
+    validation.validate_config(config)
     supervisor = builders.make_supervisor(config)
     dataset = builders.make_dataset(config)
     model = builders.make_energy(config, dataset)
@@ -108,39 +108,72 @@ def train_and_evaluate(
     ``config.recovery.enabled`` the run heals itself (:func:`train_loop`,
     ``jaxebm.recovery.supervisor``).
 
+    The workdir is the run's (``experiments.rundir``): the config is checked and compared with the
+    run already there before anything in it is touched, and the process holds the workdir's lock
+    throughout.
+
     Raises:
+      ValueError: A bad config value (nothing is written).
+      experiments.rundir.RunMismatchError: The workdir holds a run with other defining fields.
+      experiments.rundir.WorkdirLockedError: Another process is writing the workdir.
+      jaxebm.checkpoint.CheckpointMismatchError: Its checkpoints belong to a differently shaped
+        state.
+      experiments.writers.LogWriteError: A log could not be written (e.g. a full disk); the last
+        checkpoint is intact.
       RuntimeError: The run diverged once more after ``recovery.max_rollbacks`` rollbacks.
     """
-    run = build(config)
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as file:
-        file.write(config.to_json_best_effort(indent=2))
-    manager = jaxebm.checkpoint.make_manager(
-        os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint.max_to_keep
-    )
-    state, is_resumed = state_lib.restore_or_init(manager, run.fresh_state)
-    if is_resumed:
-        logger.info("resumed from step %d", int(state.step))
+    validation.validate_config(config)  # a bad value never reaches the workdir
+    rundir.check_workdir(workdir)
+    rundir.check_identity(config, workdir)  # reads only: a refused command touches nothing
+    with rundir.locked(workdir):
+        is_existing = rundir.check_identity(config, workdir)  # again, now that it is ours
+        run = build(config)
+        manager = jaxebm.checkpoint.make_manager(
+            os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint.max_to_keep
+        )
+        try:
+            state, is_resumed = state_lib.restore_or_init(manager, run.fresh_state)
+        except BaseException:
+            manager.close()
+            raise
+        rundir.write_identity(config, workdir)
+        if is_resumed:
+            logger.info("resumed from step %d", int(state.step))
+        elif is_existing:
+            logger.info(
+                "%s holds this run's config but no readable checkpoint: from step 0", workdir
+            )
+        return _train_then_evaluate(
+            run,
+            state,
+            workdir,
+            manager,
+            progress=progress,
+            should_stop=should_stop,
+            on_trained=on_trained,
+        )
+
+
+def _train_then_evaluate(run, state, workdir, manager, *, progress, should_stop, on_trained):
+    config = run.config
     start = int(state.step)
-    writer = MetricWriter(workdir, start_step=start)
     total = config.train.num_steps
     bar = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True, disable=not progress)
     started = time.perf_counter()
     try:
-        result = train_loop(
-            run,
-            state,
-            workdir=workdir,
-            manager=manager,
-            writer=writer,
-            bar=bar,
-            should_stop=should_stop or (lambda: False),
-        )
-        jaxebm.checkpoint.save(manager, result.state, force=True)
-        manager.wait_until_finished()
+        with MetricWriter(workdir, resume_step=start) as writer:
+            result = train_loop(
+                run,
+                state,
+                workdir=workdir,
+                manager=manager,
+                writer=writer,
+                bar=bar,
+                should_stop=should_stop or (lambda: False),
+            )
+        saved = _save_final(manager, result.state)
     finally:
         bar.close()
-        writer.close()
         manager.close()
     train_seconds = time.perf_counter() - started
     if on_trained is not None:
@@ -153,9 +186,28 @@ def train_and_evaluate(
     summary["steps"] = int(state.step)
     summary["num_devices"] = run.mesh.shape["data"]
     summary["rollbacks"] = result.num_rollbacks
-    with open(os.path.join(workdir, "summary.json"), "w") as file:
-        json.dump(summary, file, indent=2)
+    summary["checkpoint_step"] = saved
+    rundir.write_json(os.path.join(workdir, "summary.json"), summary)
     return summary
+
+
+def _save_final(manager, state) -> int:
+    """Saves the final state and checks that it is the newest checkpoint on disk; returns its step.
+
+    Raises:
+      RuntimeError: The final state is not what the workdir now holds (the summary would
+        describe a state no one can restore).
+    """
+    jaxebm.checkpoint.save(manager, state, force=True)
+    manager.wait_until_finished()
+    manager.reload()
+    step = int(state.step)
+    if manager.latest_step() != step:
+        raise RuntimeError(
+            f"the final state (step {step}) is not the newest checkpoint in {manager.directory} "
+            f"(that is step {manager.latest_step()}); nothing was evaluated. Re-run the command."
+        )
+    return step
 
 
 def train_loop(run: Run, state, *, workdir, manager, writer, bar, should_stop) -> LoopResult:
@@ -253,7 +305,7 @@ def main(argv):
         raise app.UsageError("--config and --workdir are required")
     if not FLAGS["verbosity"].present:  # orbax logs every save at INFO: keep the console readable
         absl_logging.set_verbosity(absl_logging.WARNING)
-    logger.setLevel(logging.INFO)
+    logging.getLogger("experiments").setLevel(logging.INFO)
     # During training the first SIGTERM or Ctrl-C asks the loop to save and stop after the
     # current step; the previous handlers are then back, so a second one acts at once, as does
     # any signal once training has ended (during the evaluation).
@@ -282,4 +334,5 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.define_flags()
+    app.run(cli.clean_errors(main))

@@ -1,4 +1,4 @@
-"""Checkpoints of the whole ``TrainState`` with orbax: save, restore the latest, skip a bad one.
+"""Checkpoints of the whole ``TrainState`` with orbax: save, restore the newest good one.
 
 A state is params, optimizer state, replay buffer, PRNG key and step, all arrays, so a restored
 run continues exactly where the saved one stood.
@@ -14,7 +14,14 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-__all__ = ["make_manager", "save", "restore_latest", "abstract_like", "CheckpointMismatchError"]
+__all__ = [
+    "make_manager",
+    "save",
+    "restore_latest",
+    "quarantine",
+    "abstract_like",
+    "CheckpointMismatchError",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -130,16 +137,23 @@ def _stored_fields(abstract: Any, metadata: Any) -> Any:
     }
 
 
-def restore_latest(manager: ocp.CheckpointManager, target: Any) -> Any | None:
+def restore_latest(
+    manager: ocp.CheckpointManager, target: Any, *, repair: bool = True
+) -> Any | None:
     """Restores the newest readable checkpoint into the structure of ``target``.
 
-    A checkpoint that fails to read (corrupt, or half-written by a killed process) is skipped with
-    a warning in favour of the one before it.
+    A checkpoint that fails to read (corrupt, half-written by a killed process, its metadata
+    missing) or holds NaN/Inf values is skipped with a warning in favour of the one before it,
+    and, with ``repair``, moved aside to ``<directory>/corrupt-<step>`` (orbax lists only
+    numbered directories), so the step can be saved again and ``max_to_keep`` counts only good
+    checkpoints. Older checkpoints whose metadata cannot be read are moved aside too.
 
     Args:
       manager: From ``make_manager``.
       target: A state of the right structure (arrays or ``abstract_like`` descriptions); its
         shardings decide where restored arrays are placed.
+      repair: Move unreadable checkpoints aside (only the process that writes the directory
+        should).
 
     Returns:
       The restored state, or ``None`` if the directory holds no readable checkpoint.
@@ -149,36 +163,77 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any) -> Any | None:
     """
     abstract = abstract_like(target)
     manager.reload()
+    restored, bad = None, []
     for step in sorted(manager.all_steps(), reverse=True):
-        try:
-            metadata = manager.item_metadata(step)
-        except Exception as error:  # unreadable metadata: a corrupt or partial checkpoint
-            logger.warning(
-                "checkpoint at step %d is unreadable (%s); trying an older one", step, error
-            )
+        if restored is not None:  # older ones: only check that they can be read at all
+            if _read_metadata(manager, step) is None:
+                bad.append(step)
             continue
-        mismatches = _shape_mismatches(abstract, metadata)
-        if mismatches:
-            raise CheckpointMismatchError(
-                f"the checkpoint at step {step} in {manager.directory} belongs to a different "
-                "model: " + "; ".join(mismatches[:5]) + ". Use a new --workdir, or the config "
-                "that wrote it."
-            )
-        item = _stored_fields(abstract, metadata)
-        try:
-            restored = manager.restore(step, args=ocp.args.StandardRestore(item))
-            if item is not abstract:
-                restored = type(abstract)(**{**abstract._asdict(), **restored})
-        except Exception as error:
-            logger.warning(
-                "checkpoint at step %d failed to restore (%s); trying an older one", step, error
-            )
-            continue
-        if not _all_finite_or_int(restored):
-            logger.warning("checkpoint at step %d holds NaN/Inf values; trying an older one", step)
-            continue
-        return restored
-    return None
+        restored = _restore_step(manager, step, abstract)
+        if restored is None:
+            bad.append(step)
+    if repair and bad:
+        for step in bad:
+            quarantine(manager, step)
+        manager.reload()
+    return restored
+
+
+def _read_metadata(manager: ocp.CheckpointManager, step: int) -> Any | None:
+    """The stored tree structure of ``step``, or ``None`` (with a warning) when it is unreadable."""
+    try:
+        metadata = manager.item_metadata(step)
+    except Exception as error:  # unreadable metadata: a corrupt or partial checkpoint
+        logger.warning("checkpoint at step %d is unreadable (%s)", step, error)
+        return None
+    if not metadata:  # orbax answers None when the _METADATA file is missing
+        logger.warning("checkpoint at step %d has no readable metadata", step)
+        return None
+    return metadata
+
+
+def _restore_step(manager: ocp.CheckpointManager, step: int, abstract: Any) -> Any | None:
+    """The state saved at ``step``, or ``None`` (with a warning) when it cannot be used."""
+    metadata = _read_metadata(manager, step)
+    if metadata is None:
+        return None
+    mismatches = _shape_mismatches(abstract, metadata)
+    if mismatches:
+        raise CheckpointMismatchError(
+            f"the checkpoint at step {step} in {manager.directory} belongs to a different "
+            "model: " + "; ".join(mismatches[:5]) + ". Use a new --workdir, or the config "
+            "that wrote it."
+        )
+    item = _stored_fields(abstract, metadata)
+    try:
+        restored = manager.restore(step, args=ocp.args.StandardRestore(item))
+        if item is not abstract:
+            restored = type(abstract)(**{**abstract._asdict(), **restored})
+    except Exception as error:
+        logger.warning("checkpoint at step %d failed to restore (%s)", step, error)
+        return None
+    if not _all_finite_or_int(restored):
+        logger.warning("checkpoint at step %d holds NaN/Inf values", step)
+        return None
+    return restored
+
+
+def quarantine(manager: ocp.CheckpointManager, step: int) -> str:
+    """Moves the checkpoint of ``step`` to ``<directory>/corrupt-<step>`` (``-2``, ``-3``… if
+    taken); returns the new path. Nothing is deleted: the files stay for inspection."""
+    directory = os.fspath(manager.directory)
+    source = os.path.join(directory, str(step))
+    destination, n = os.path.join(directory, f"corrupt-{step}"), 1
+    while os.path.exists(destination):
+        n += 1
+        destination = os.path.join(directory, f"corrupt-{step}-{n}")
+    os.rename(source, destination)
+    logger.warning(
+        "moved the unusable checkpoint of step %d aside to %s; the step will be saved again",
+        step,
+        destination,
+    )
+    return destination
 
 
 def _all_finite_or_int(tree: Any) -> bool:

@@ -83,7 +83,22 @@ def test_corrupt_latest_checkpoint_falls_back(tmp_path, caplog):
     manager.close()
     assert int(restored.step) == 0
     assert_trees_equal(restored.params, state.params)
-    assert "step 5" in caplog.text and "older one" in caplog.text
+    assert "checkpoint at step 5 is unreadable" in caplog.text
+    # Moved aside, not deleted: the step can be saved again, and max_to_keep counts good ones.
+    assert sorted(os.listdir(tmp_path)) == ["0", "corrupt-5"]
+    manager = checkpoint.make_manager(tmp_path)
+    assert manager.all_steps() == [0]
+    manager.close()
+
+
+def test_a_reader_leaves_a_corrupt_checkpoint_where_it_is(tmp_path):
+    state = save_two(tmp_path)
+    for path in (tmp_path / "5").rglob("_METADATA"):
+        os.remove(path)  # read as no metadata at all: unreadable, not another model
+    manager = checkpoint.make_manager(tmp_path)
+    restored = checkpoint.restore_latest(manager, state, repair=False)
+    manager.close()
+    assert int(restored.step) == 0 and sorted(os.listdir(tmp_path)) == ["0", "5"]
 
 
 def test_half_written_checkpoint_is_ignored(tmp_path):

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import subprocess_env
 
 from experiments import train
 from experiments.configs import toy2d
@@ -59,7 +60,7 @@ def run_cli(workdir, *overrides, wait=True):
         "--progress=false",
         *overrides,
     ]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env = subprocess_env()
     if wait:
         return subprocess.run(
             command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
@@ -107,6 +108,10 @@ def test_cli_resumes_exactly_after_sigkill(tmp_path):
     resumed = run_cli(killed, *steps)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from step" in resumed.stderr
+    assert "which ended uncleanly" in resumed.stderr  # the killed holder's lock, taken over
+    # Every logged step exactly once: rows past the restored checkpoint were cut, not repeated.
+    logged = [json.loads(line)["step"] for line in open(killed / "metrics.jsonl")]
+    assert logged == list(range(5, 61, 5)), logged
     assert straight.wait(timeout=300) == 0, "the uninterrupted run failed: run it by hand"
 
     import jax
@@ -178,12 +183,18 @@ def test_parameter_average_is_evaluated_and_checkpointed(tmp_path):
     config.train.ema_decay = 1.0
     with pytest.raises(ValueError, match=r"train.ema_decay must be in \[0, 1\)"):
         train.train_and_evaluate(config, str(tmp_path / "bad"))
-    # The run's checkpoints hold the average: resuming without it names the missing arrays.
+    # The average is part of the run: resuming without it is refused, naming the field; and
+    # with its config.json gone, the checkpoint itself names the missing arrays.
     import jaxebm
+    from experiments import rundir
 
     config.train.ema_decay = 0.0
+    with pytest.raises(rundir.RunMismatchError, match="train.ema_decay: 0.5 in the run, 0.0 now"):
+        train.train_and_evaluate(config, str(tmp_path))
+    os.remove(tmp_path / "config.json")
     with pytest.raises(jaxebm.checkpoint.CheckpointMismatchError, match="ema_params"):
         train.train_and_evaluate(config, str(tmp_path))
+    assert not (tmp_path / "config.json").exists()  # a refused run writes nothing
 
 
 def test_workdir_of_another_model_is_refused(tmp_path):
@@ -193,6 +204,9 @@ def test_workdir_of_another_model_is_refused(tmp_path):
     config.train.num_steps = 2
     train.train_and_evaluate(config, str(tmp_path))
     config.model.hidden = (8,)
+    with pytest.raises(ValueError, match=r"model.hidden: \[32, 32\] in the run, \[8\] now"):
+        train.train_and_evaluate(config, str(tmp_path))
+    os.remove(tmp_path / "config.json")  # a workdir without its config: the checkpoint says
     with pytest.raises(jaxebm.checkpoint.CheckpointMismatchError, match="different model"):
         train.train_and_evaluate(config, str(tmp_path))
 
@@ -309,14 +323,14 @@ def test_saved_config_loads_over_the_base(tmp_path):
 
 
 def test_objectives_are_checked():
-    from experiments import builders
+    from experiments import validation
 
     config = toy2d.get_config("quick")
     config.loss.objective = "icd"
-    builders.validate_config(config)
+    validation.validate_config(config)
     config.loss.objective = "nce"
     with pytest.raises(ValueError, match="unknown objective 'nce': choose one of cd, jem, icd"):
-        builders.validate_config(config)
+        validation.validate_config(config)
 
 
 def test_trainer_installs_no_signal_handlers_and_stops_when_asked(tmp_path):

@@ -155,7 +155,7 @@ def _recovery() -> ml_collections.ConfigDict:
 
 def _eval() -> ml_collections.ConfigDict:
     evaluation = ml_collections.ConfigDict()
-    evaluation.tasks = ("density", "sample")  # the 2-D tasks; image configs list theirs
+    evaluation.tasks = ("density", "sample")  # the 2-D tasks; image configs list theirs; (): none
     evaluation.use_ema = True  # evaluate the parameter average when train.ema_decay > 0
     evaluation.batch_size = 500  # examples per compiled evaluation call (IGEBM and JEM)
     # 2-D: the grid of the normalised density, fresh-chain samples, and a KDE baseline.

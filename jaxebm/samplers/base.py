@@ -15,6 +15,7 @@ __all__ = [
     "SamplerState",
     "Schedule",
     "energy_and_grad",
+    "check_energy_shape",
     "init_state",
     "clip_grad",
     "clamp",
@@ -74,12 +75,36 @@ def energy_and_grad(energy_x: EnergyX, x: Array) -> tuple[Array, Array]:
     return energy, grad
 
 
+def check_energy_shape(energy: Array, x: Array) -> None:
+    """Raises unless ``energy`` holds one value per example of ``x[B, ...]``: shape ``[B]``.
+
+    Shapes are static, so the check runs once, when the chain is traced, and costs nothing in
+    the compiled code. A ``[B, 1]`` energy would otherwise broadcast against ``[B]`` ones into
+    ``[B, B]`` (or a scalar one couple every example of the batch) without an error.
+
+    Raises:
+      ValueError: Naming the shape that arrived and the one expected.
+    """
+    expected = tuple(x.shape[:1])
+    if tuple(energy.shape) != expected:
+        raise ValueError(
+            f"energy_x(x[B, ...]) -> [B]: for x of shape {tuple(x.shape)} the energy must have "
+            f"shape {expected}, got {tuple(energy.shape)}; return one energy per example (e.g. "
+            "energy[:, 0] of a [B, 1] output, no sum over the batch)"
+        )
+
+
 def init_state(energy_x: EnergyX, x0: ArrayLike) -> SamplerState:
-    """Caches the energy and gradient at the chain starts ``x0[B, ...]``."""
+    """Caches the energy and gradient at the chain starts ``x0[B, ...]``.
+
+    Every sampler's ``init`` goes through here, so an energy of any shape but ``[B]`` is refused
+    once, at trace time (:func:`check_energy_shape`).
+    """
     x0 = jnp.asarray(x0)
     if x0.ndim < 1 or x0.shape[0] == 0:
         raise ValueError(f"chain starts must have a batch axis [B, ...], got shape {x0.shape}")
     energy, grad = energy_and_grad(energy_x, x0)
+    check_energy_shape(energy, x0)
     return SamplerState(x0, energy, grad, jnp.zeros((), jnp.int32))
 
 

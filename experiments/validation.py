@@ -1,0 +1,416 @@
+"""Every config value checked before anything is built, compiled or written: what it must be, and
+what arrived (``validate_config``; ``docs/bad-inputs.md`` lists every check with its message)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import ml_collections
+
+import jaxebm
+from experiments.configs import base as base_config
+from experiments.configs.base import SECTIONS
+from experiments.datasets import DATASETS, quantization_levels
+from experiments.evaluate import check_eval_config
+from experiments.options import (
+    ACTIVATIONS,
+    CLIP_MODES,
+    MODELS,
+    OBJECTIVES,
+    OPTIMIZERS,
+    SAMPLERS,
+    SCHEDULES,
+    check,
+    choose,
+    is_counts,
+    is_number,
+    non_negative,
+    positive,
+)
+from jaxebm.data import digits, toy
+from jaxebm.data import tfds as tfds_data
+
+__all__ = ["validate_config"]
+
+
+# The fields only some choices read. Any other choice must leave them at the base default, so a
+# value set for a model, sampler or objective the config does not use is refused, not ignored.
+MODEL_FIELDS = {
+    "hidden": ("mlp",),
+    "quadratic": ("mlp",),
+    "conditional": ("resnet",),
+    "stem_width": ("resnet",),
+    "widths": ("resnet", "conv"),
+    "downsample": ("resnet",),
+    "strides": ("conv",),
+    "activation": ("resnet", "conv", "wideresnet"),
+    "spectral_norm": ("resnet",),
+    "depth": ("wideresnet",),
+    "widen_factor": ("wideresnet",),
+}
+SAMPLER_FIELDS = {
+    "noise_scale": ("langevin",),
+    "grad_clip": ("langevin",),  # and loss.objective="icd" (its KL steps clip too)
+    "clip_mode": ("langevin",),
+    "num_integration_steps": ("hmc",),
+}
+LOSS_FIELDS = {
+    "gen_weight": ("jem",),
+    "pxy_weight": ("jem",),
+    "kl_weight": ("icd",),
+    "entropy_weight": ("icd",),
+    "kl_steps": ("icd",),
+    "completion_fraction": ("cd", "icd"),
+    "completion_steps": ("cd", "icd"),
+}
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values, a list (a config read back from JSON) equal to the same tuple."""
+    as_tuple = lambda v: tuple(v) if isinstance(v, list) else v
+    return as_tuple(a) == as_tuple(b)
+
+
+def _check_unused(config, section: str, fields: dict, chosen: str, choice_field: str) -> None:
+    """Fields the ``chosen`` option does not read must keep the base default."""
+    default = base_config.get_config()[section]
+    for field, users in fields.items():
+        value = config[section][field]
+        if chosen not in users and not _same(value, default[field]):
+            names = " or ".join(repr(user) for user in users)
+            raise ValueError(
+                f"{section}.{field} applies to {choice_field}={names} only and {chosen!r} ignores "
+                f"it: leave it at {default[field]!r} or choose {names}, got {value!r}"
+            )
+
+
+def _num_classes(name: str) -> int | None:
+    """Classes of the labelled set ``name`` (a name of :data:`DATASETS`), else ``None``."""
+    if name == "digits":
+        return digits.NUM_CLASSES
+    if name in tfds_data.NAMES:
+        return tfds_data.spec(name).num_classes
+    return None
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Checks every config value before anything is built or compiled.
+
+    Each section's fields are checked against how they are used: ranges and shapes, names of
+    known options, and the combinations that work (a field that the chosen data, model, sampler
+    or objective would ignore is refused, not dropped).
+
+    Raises:
+      ValueError: Naming the field, what it must be and what it is (docs/bad-inputs.md lists
+        the messages).
+    """
+    missing = [section for section in SECTIONS if section not in config]
+    if missing:
+        raise ValueError(f"the config lacks the sections {missing}; every config has {SECTIONS}")
+    choose("model.name", "model", config.model.name, MODELS)
+    choose("sampler.name", "sampler", config.sampler.name, SAMPLERS)
+    choose("optim.name", "optimizer", config.optim.name, OPTIMIZERS)
+    choose("optim.schedule", "learning-rate schedule", config.optim.schedule, SCHEDULES)
+    choose("loss.mode", "training mode", config.loss.mode, jaxebm.train.MODES)
+    objective = choose("loss.objective", "objective", config.loss.objective, OBJECTIVES)
+    if (objective == "jem") != (config.model.name == "wideresnet"):
+        raise ValueError(
+            "loss.objective='jem' trains a classifier's logits: use it with "
+            f"model.name='wideresnet' (got objective {objective!r}, model {config.model.name!r})"
+        )
+    if objective == "jem" and config.loss.mode != "persistent":
+        raise ValueError(
+            "loss.mode must be 'persistent' with loss.objective='jem' (JEM's chains come from a "
+            f"replay buffer), got {config.loss.mode!r}"
+        )
+    for name, value in [
+        ("sampler.step_size", config.sampler.step_size),
+        ("optim.learning_rate", config.optim.learning_rate),
+        ("train.batch_size", config.train.batch_size),
+        ("train.num_steps", config.train.num_steps),
+        ("sampler.num_steps", config.sampler.num_steps),
+        ("checkpoint.every_steps", config.checkpoint.every_steps),
+    ]:
+        if not positive(value):
+            raise ValueError(f"{name} must be > 0, got {value}")
+    _check_data(config)
+    _check_model(config)
+    _check_sampler(config)
+    _check_buffer(config)
+    _check_loss(config)
+    _check_optim(config)
+    _check_train(config)
+    _check_recovery(config)
+    check_eval_config(config)
+
+
+def _check_data(config: ml_collections.ConfigDict) -> None:
+    data, default = config.data, base_config.get_config().data
+    name = choose("data.name", "dataset", data.name, DATASETS)
+    is_points = name in toy.NAMES
+    check(data, "data.num_test", positive, "> 0")
+    check(data, "data.seed", non_negative, ">= 0 (a NumPy seed)")
+    if is_points:
+        check(data, "data.num_train", positive, "> 0")
+        if config.train.batch_size > data.num_train:
+            raise ValueError(
+                f"train.batch_size ({config.train.batch_size}) must be at most data.num_train "
+                f"({data.num_train}): a batch draws distinct training points"
+            )
+    elif not _same(data.num_train, default.num_train):
+        raise ValueError(
+            f"data.num_train applies to the 2-D sets only; the image set {name!r} trains on its "
+            f"whole train split: leave data.num_train at {default.num_train}, got {data.num_train}"
+        )
+    if name == "digits" and not _same(data.num_test, default.num_test):
+        raise ValueError(
+            "data.num_test applies to the 2-D and TFDS sets; 'digits' evaluates on its whole test "
+            f"split: leave data.num_test at {default.num_test}, got {data.num_test}"
+        )
+    if data.image_size is not None:
+        spec = tfds_data.DATASETS.get(name)
+        crop_sets = ", ".join(n for n, s in tfds_data.DATASETS.items() if s.crop)
+        if spec is None or (spec.crop is None and data.image_size != spec.event_shape[0]):
+            what = (
+                "is not a TFDS set"
+                if spec is None
+                else "keeps its size ({}x{})".format(*spec.event_shape[:2])
+            )
+            raise ValueError(
+                f"data.image_size applies to the TFDS sets cut to size ({crop_sets}); {name!r} "
+                f"{what}: leave data.image_size unset, got {data.image_size}"
+            )
+        if spec.crop is not None and not 0 < data.image_size <= spec.crop:
+            raise ValueError(
+                f"data.image_size must be in [1, {spec.crop}] for {name!r} (the side of its "
+                f"centre crop), got {data.image_size}"
+            )
+    if data.dequantize and quantization_levels(name) is None:
+        raise ValueError(
+            f"data.dequantize needs an image set of 8-bit pixels; {name!r} is 2-D points: "
+            "set data.dequantize=False"
+        )
+    check(data, "data.labels_per_class", non_negative, ">= 0 (0: every label is used)")
+    shifts = ("", *jaxebm.data.transfer.SHIFTS)
+    if data.target_domain not in shifts:
+        raise ValueError(
+            f"unknown domain shift {data.target_domain!r}: choose one of "
+            f"{', '.join(map(repr, shifts))} for data.target_domain ('': no adaptation)"
+        )
+    if data.gen_on_source and not data.target_domain:
+        raise ValueError(
+            "data.gen_on_source applies to domain adaptation only: set data.target_domain too, "
+            "or data.gen_on_source=False"
+        )
+    if data.labels_per_class or data.target_domain:
+        field = "data.labels_per_class" if data.labels_per_class else "data.target_domain"
+        if data.labels_per_class and data.target_domain:
+            raise ValueError(
+                "data.labels_per_class and data.target_domain do not combine: set one of them "
+                f"(got {data.labels_per_class} and {data.target_domain!r})"
+            )
+        if _num_classes(name) is None:
+            raise ValueError(f"{field} masks or shifts labelled data; {name!r} has no labels")
+        if config.loss.objective != "jem":
+            raise ValueError(
+                f"{field} needs loss.objective='jem' (only JEM's loss reads the label and "
+                f"generative masks), got {config.loss.objective!r}"
+            )
+
+
+def _check_model(config: ml_collections.ConfigDict) -> None:
+    model = config.model
+    name = model.name
+    _check_unused(config, "model", MODEL_FIELDS, name, "model.name")
+    is_points = config.data.name in toy.NAMES
+    if name != "mlp" and is_points:
+        raise ValueError(
+            f"model.name={name!r} takes images [H, W, C]; data.name={config.data.name!r} gives "
+            "2-D points: use model.name='mlp'"
+        )
+    needs_labels = name == "wideresnet" or (name == "resnet" and model.conditional)
+    if needs_labels and _num_classes(config.data.name) is None:
+        what = "a classifier" if name == "wideresnet" else "model.conditional=True"
+        raise ValueError(
+            f"{what} needs a labelled set; data.name={config.data.name!r} has no labels"
+        )
+    if name == "mlp":
+        check(
+            model,
+            "model.hidden",
+            functools.partial(is_counts, allow_empty=True),
+            "a tuple of positive layer widths",
+        )
+        check(model, "model.quadratic", non_negative, ">= 0 (exp(-E) must stay normalisable)")
+        return
+    choose("model.activation", "activation", model.activation, ACTIVATIONS)
+    if name == "wideresnet":
+        check(
+            model,
+            "model.depth",
+            lambda d: is_number(d) and d >= 10 and (d - 4) % 6 == 0,
+            "6n + 4 with n >= 1 (JEM: 28)",
+        )
+        check(model, "model.widen_factor", positive, ">= 1 (JEM: 10)")
+        return
+    check(model, "model.widths", is_counts, "a non-empty tuple of positive widths")
+    if name == "conv":
+        check(
+            model,
+            "model.strides",
+            lambda s: is_counts(s) and len(s) == len(model.widths),
+            f"one positive stride per entry of model.widths ({len(model.widths)})",
+        )
+        return
+    check(model, "model.stem_width", positive, "> 0")
+    check(
+        model,
+        "model.downsample",
+        lambda d: isinstance(d, tuple | list) and len(d) in (0, len(model.widths)),
+        f"one flag per entry of model.widths ({len(model.widths)}), or () for every other block",
+    )
+
+
+def _check_sampler(config: ml_collections.ConfigDict) -> None:
+    sampler = config.sampler
+    uses = dict(SAMPLER_FIELDS)
+    if config.loss.objective == "icd":
+        uses["grad_clip"] = SAMPLERS
+    _check_unused(config, "sampler", uses, sampler.name, "sampler.name")
+    optional = lambda is_valid: lambda v: v is None or is_valid(v)
+    check(
+        sampler,
+        "sampler.noise_scale",
+        optional(non_negative),
+        "None (calibrated, sqrt(2 * step_size)) or >= 0",
+    )
+    check(sampler, "sampler.grad_clip", optional(non_negative), ">= 0 (None or 0: no clipping)")
+    choose("sampler.clip_mode", "clip mode", sampler.clip_mode, CLIP_MODES)
+    check(
+        sampler,
+        "sampler.bounds",
+        optional(
+            lambda b: (
+                isinstance(b, tuple | list)
+                and len(b) == 2
+                and all(map(is_number, b))
+                and b[0] < b[1]
+            )
+        ),
+        "None (unbounded) or (low, high) with low < high",
+    )
+    check(sampler, "sampler.num_integration_steps", positive, ">= 1 (leapfrog steps)")
+    check(sampler, "sampler.unroll", positive, ">= 1 (lax.scan unroll)")
+
+
+def _check_buffer(config: ml_collections.ConfigDict) -> None:
+    buffer = config.buffer
+    check(buffer, "buffer.capacity", positive, "> 0")
+    check(buffer, "buffer.reinit_prob", lambda p: is_number(p) and 0 <= p <= 1, "in [0, 1]")
+    if not (
+        is_number(buffer.init_low)
+        and is_number(buffer.init_high)
+        and buffer.init_low < buffer.init_high
+    ):
+        raise ValueError(
+            "buffer.init_low must be < buffer.init_high (fresh chains are uniform between them), "
+            f"got {buffer.init_low!r}, {buffer.init_high!r}"
+        )
+    if config.loss.mode == "persistent" and buffer.capacity < config.train.batch_size:
+        raise ValueError(
+            f"buffer.capacity ({buffer.capacity}) must be at least train.batch_size "
+            f"({config.train.batch_size})"
+        )
+
+
+def _check_loss(config: ml_collections.ConfigDict) -> None:
+    loss = config.loss
+    _check_unused(config, "loss", LOSS_FIELDS, loss.objective, "loss.objective")
+    for field in (
+        "l2_coeff",
+        "data_noise",
+        "gen_weight",
+        "pxy_weight",
+        "kl_weight",
+        "entropy_weight",
+    ):
+        check(loss, f"loss.{field}", non_negative, ">= 0")
+    check(
+        loss,
+        "loss.completion_fraction",
+        lambda f: is_number(f) and 0 <= f <= 1,
+        "in [0, 1] (0: no completion chains)",
+    )
+    check(loss, "loss.completion_steps", non_negative, ">= 0 (0: sampler.num_steps)")
+    check(loss, "loss.kl_steps", positive, ">= 1")
+    if loss.completion_fraction and config.data.name in toy.NAMES:
+        raise ValueError(
+            "loss.completion_fraction > 0 hides part of each image; "
+            f"data.name={config.data.name!r} gives 2-D points: set it to 0"
+        )
+    if loss.completion_steps and not loss.completion_fraction:
+        raise ValueError(
+            "loss.completion_steps applies to completion chains: set loss.completion_fraction "
+            f"> 0 too, or loss.completion_steps=0 (got {loss.completion_steps})"
+        )
+
+
+def _check_optim(config: ml_collections.ConfigDict) -> None:
+    optim = config.optim
+    check(
+        optim,
+        "optim.b1",
+        lambda b: is_number(b) and 0 <= b < 1,
+        "in [0, 1) (Adam's first-moment decay, SGD's momentum)",
+    )
+    check(
+        optim,
+        "optim.b2",
+        lambda b: is_number(b) and 0 <= b < 1,
+        "in [0, 1) (Adam's second-moment decay)",
+    )
+    check(optim, "optim.warmup_steps", non_negative, ">= 0")
+    check(
+        optim,
+        "optim.decay_steps",
+        functools.partial(is_counts, allow_empty=True, increasing=True),
+        "a strictly increasing tuple of positive steps",
+    )
+    check(optim, "optim.decay_factor", positive, "> 0 (the rate is multiplied by it)")
+    check(optim, "optim.grad_clip_norm", non_negative, ">= 0 (0: off)")
+
+
+def _check_train(config: ml_collections.ConfigDict) -> None:
+    train, checkpoint = config.train, config.checkpoint
+    check(train, "train.seed", non_negative, ">= 0")
+    check(train, "train.log_every", positive, "> 0 (steps between metric rows)")
+    check(train, "train.num_devices", non_negative, ">= 0 (0: every device)")
+    check(
+        train,
+        "train.ema_decay",
+        lambda d: is_number(d) and 0 <= d < 1,
+        "in [0, 1) (0: no parameter average)",
+    )
+    check(
+        checkpoint,
+        "checkpoint.max_to_keep",
+        positive,
+        ">= 1 (a rollback needs a checkpoint to go back to)",
+    )
+
+
+def _check_recovery(config: ml_collections.ConfigDict) -> None:
+    recovery = config.recovery
+    check(recovery, "recovery.check_every", non_negative, ">= 0 (0: train.log_every)")
+    check(recovery, "recovery.patience", positive, ">= 1")
+    for field in ("max_abs_energy", "max_abs_energy_gap"):
+        check(
+            recovery,
+            f"recovery.{field}",
+            lambda v: v is None or positive(v),
+            "> 0 (or None to switch it off)",
+        )
+    check(recovery, "recovery.max_nonfinite", positive, ">= 1")
+    check(recovery, "recovery.lr_factor", lambda f: is_number(f) and 0 < f <= 1, "in (0, 1]")
+    check(recovery, "recovery.max_rollbacks", non_negative, ">= 0")
