@@ -141,9 +141,9 @@ def check_identity(config: ml_collections.ConfigDict, workdir: str) -> bool:
             f"{workdir} holds another run: "
             + "; ".join(differences[:8])
             + ("; …" if len(differences) > 8 else "")
-            + ". Use a new --workdir, or the config of that run (only "
-            + ", ".join(FREE_FIELDS)
-            + " may change on an existing run)."
+            + ". Use a new --workdir, or the config of that run (a later command may change only "
+            "train.num_steps, train.log_every, train.num_devices, checkpoint.*, the recovery "
+            "bounds and rates, eval.* and experiment)."
         )
     return True
 
