@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from helpers import assert_trees_equal, copy_tree, data_batch, tiny_setup
 
@@ -240,3 +241,66 @@ def test_make_train_step_rejects_bad_settings():
         )
     with pytest.raises(ValueError, match="step_size must be > 0"):
         jaxebm.samplers.langevin(lambda x: x.sum(-1), step_size=0.0)
+
+
+def test_gradient_whose_global_norm_overflows_is_skipped():
+    # Each of the 64 gradient entries is 1e20, finite in float32 (max ~3.4e38), but the sum of
+    # squares (6.4e41) is not: the global norm is inf. Unguarded, Adam's second moment would
+    # square the entries to inf and every later update would be 0; a diverging JEM run reaches
+    # such gradients while every entry is still finite.
+    objective = jaxebm.objectives.Objective(
+        energy=lambda w, x, y: x @ w,
+        loss=lambda w, batch, negatives, axis_name: (1e20 * jnp.sum(w), {}),
+    )
+    tx = optax.adam(1e-3)
+    step = jax.jit(
+        jaxebm.train.make_step(objective, tx, negatives=jaxebm.negatives.none(), axis_name=None)
+    )
+    state = jaxebm.train.TrainState.create(jnp.zeros(64), tx, None, jax.random.key(0))
+    before = copy_tree(state)
+    state, metrics = step(state, {"x": jnp.ones((4, 64))})
+    assert float(metrics["param_grad_norm"]) == np.inf
+    assert int(metrics["nonfinite_skipped"]) == 1 and int(state.num_nonfinite) == 1
+    assert int(state.step) == 1
+    assert_trees_equal(state.params, before.params)
+    assert_trees_equal(state.opt_state, before.opt_state)
+    assert jax.device_get(jaxebm.train.tree_is_finite(state.opt_state))
+
+
+@pytest.mark.parametrize("axis_name", ["data", "batch"])
+def test_step_with_a_device_axis_outside_shard_map_says_what_to_do(axis_name):
+    state, step_fn, _, _ = tiny_setup(mode="cd", axis_name=axis_name)
+    mesh_args = "" if axis_name == "data" else f"axis_name='{axis_name}'"
+    parallel = f"jaxebm.parallel.data_parallel(step, jaxebm.parallel.make_mesh({mesh_args})"
+    with pytest.raises(NameError) as info:
+        jax.jit(step_fn)(state, data_batch(0))
+    message = str(info.value)
+    assert message.startswith(
+        "this train step averages gradients and metrics over devices along the axis "
+        f"'{axis_name}', but it ran where no axis '{axis_name}' is bound"
+    )
+    assert parallel in message and "build it with axis_name=None" in message
+    assert f"unbound axis name: {axis_name}" in str(info.value.__cause__)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "name 'undefined_helper' is not defined",  # a slip in the user's objective
+        "Found an unbound axis name: data_model.",  # another axis whose name starts the same
+    ],
+)
+def test_only_the_steps_own_unbound_axis_is_explained(error):
+    # Inside the data-parallel step the axis "data" is bound; any other NameError the objective
+    # raises passes through unchanged.
+    def loss(w, batch, negatives, axis_name):
+        raise NameError(error)
+
+    objective = jaxebm.objectives.Objective(energy=lambda w, x, y: x @ w, loss=loss)
+    tx = optax.sgd(0.1)
+    step = jaxebm.train.make_step(objective, tx, negatives=jaxebm.negatives.none())
+    step = jaxebm.parallel.data_parallel(step, jaxebm.parallel.make_mesh(1))
+    state = jaxebm.train.TrainState.create(jnp.zeros(2), tx, None, jax.random.key(0))
+    with pytest.raises(NameError) as info:
+        step(state, {"x": jnp.ones((4, 2))})
+    assert str(info.value) == error and info.value.__cause__ is None

@@ -102,8 +102,9 @@ def make_train_step(
     run ``num_chain_steps`` sampler steps with the parameters held fixed; take the gradient of
     ``contrastive_divergence`` (+ L2 on energies); average gradients and metrics over
     ``axis_name``; apply ``tx``; write the chains back to the buffer. If the loss, a gradient,
-    the samples or the new parameters are not finite on any device, every leaf of the state
-    (parameters, optimizer, buffer) keeps its old value and ``num_nonfinite`` grows by one.
+    the gradients' global norm, the samples or the new parameters are not finite on any device,
+    every leaf of the state (parameters, optimizer, buffer) keeps its old value and
+    ``num_nonfinite`` grows by one.
 
     Args:
       energy_fn: ``energy_fn(params, x[B, ...]) -> [B]`` (``(params, x, y)`` if ``conditional``).

@@ -7,6 +7,8 @@ function runs under ``jax.shard_map`` (``jaxebm.parallel.data_parallel``), under
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -49,6 +51,37 @@ def _check_ema(state: TrainState, ema_decay: float | None) -> None:
 def _check_ema_decay(ema_decay: float | None) -> None:
     if ema_decay is not None and not 0.0 < float(ema_decay) < 1.0:
         raise ValueError(f"ema_decay must be in (0, 1) or None, got {ema_decay}")
+
+
+def _explain_unbound_axis(step: StepFn, axis_name: str | None) -> StepFn:
+    """``step``, which says what to do when it is traced where ``axis_name`` is not bound.
+
+    JAX's own error (``NameError: ... unbound axis name: data ...``) names neither the step nor
+    the fix. Only that error, for this axis name, is replaced; anything else passes unchanged.
+    """
+    if axis_name is None:
+        return step
+    unbound = re.compile(rf"unbound axis name: {re.escape(axis_name)}(?![\w-])")
+    named = "" if axis_name == "data" else f"axis_name={axis_name!r}"
+    parallel = f"jaxebm.parallel.data_parallel(step, jaxebm.parallel.make_mesh({named})"
+    parallel += f", {named})" if named else ")"
+
+    @functools.wraps(step)
+    def train_step(state: TrainState, batch: Mapping[str, Array]):
+        try:
+            return step(state, batch)
+        except NameError as error:
+            if not unbound.search(str(error)):
+                raise
+            raise NameError(
+                "this train step averages gradients and metrics over devices along the axis "
+                f"{axis_name!r}, but it ran where no axis {axis_name!r} is bound (under plain "
+                f"jax.jit or eagerly, outside shard_map and pmap): run it through {parallel} "
+                f"(or jax.shard_map over a mesh with an axis {axis_name!r}), or build it with "
+                "axis_name=None to run it on one device under jax.jit"
+            ) from error
+
+    return train_step
 
 
 # The pieces every train step shares: the step key, the chains, the device-averaged gradient,
@@ -121,13 +154,22 @@ def _guarded_update(
 ) -> tuple[TrainState, dict[str, Array]]:
     """Applies ``tx`` and keeps every leaf of the old state if anything is not finite.
 
+    Anything: the loss, a gradient entry, the gradients' global norm (its sum of squares can
+    overflow float32 while every entry is finite), a new parameter, the new model state or a
+    sample.
+
     ``local`` are this device's metrics, averaged here over ``axis_name``; ``buffer`` and
     ``model_state`` are the step's new values, ``samples`` the chains' end points (or ``None``).
     The moving average (``ema_decay``) follows the parameters the step keeps.
     """
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    ok = jnp.isfinite(loss) & tree_is_finite((grads, params, model_state))
+    # The global norm counts too: float32 gradients whose every entry is finite (~1e20) can still
+    # have a sum of squares that overflows, and an optimizer that reads the norm (clipping) then
+    # divides by inf. A diverging run reaches such gradients before any entry overflows.
+    grad_norm = optax.tree.norm(grads)
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    ok = ok & tree_is_finite((grads, params, model_state))
     if samples is not None:
         ok = ok & tree_is_finite(samples)
     if axis_name is not None:  # every device takes the same decision
@@ -138,7 +180,7 @@ def _guarded_update(
     if state.buffer is not None:
         local["buffer_age_mean"] = jnp.mean(_select(ok, buffer, state.buffer).age)
     metrics = _mean_over_devices(local, axis_name)
-    metrics["param_grad_norm"] = optax.tree.norm(grads)
+    metrics["param_grad_norm"] = grad_norm
     metrics["nonfinite_skipped"] = num_nonfinite
     if "buffer_age_mean" not in metrics:
         metrics["buffer_age_mean"] = jnp.zeros((), jnp.float32)
@@ -181,9 +223,10 @@ def make_step(
     (``negatives.sample``, whose chains run ``sampler`` on ``objective.energy`` with the
     parameters held fixed); one ``update_model_state`` (e.g. a spectral-norm power iteration);
     the gradient of ``objective.loss`` averaged over ``axis_name``; ``tx``; the chains written
-    back (``negatives.write_back``); and the guard: if the loss, a gradient, a sample or a new
-    parameter is not finite on any device, every leaf of the state (parameters, optimizer,
-    buffer, model state, average) keeps its old value and ``num_nonfinite`` grows by one.
+    back (``negatives.write_back``); and the guard: if the loss, a gradient, the gradients'
+    global norm, a sample or a new parameter is not finite on any device, every leaf of the state
+    (parameters, optimizer, buffer, model state, average) keeps its old value and
+    ``num_nonfinite`` grows by one.
 
     Args:
       objective: A ``jaxebm.objectives.Objective`` (``contrastive``, ``jem``, ``icd``, ...).
@@ -197,7 +240,8 @@ def make_step(
       data_noise: Std of Gaussian noise added to the data (JEM: 0.03).
       unroll: ``lax.scan`` unroll factor of the chains.
       axis_name: The device axis for collectives, ``None`` when the step runs on one device
-        outside ``shard_map``/``pmap``.
+        outside ``shard_map``/``pmap``. A step with an axis traced where that axis is not bound
+        (plain ``jax.jit``) raises a ``NameError`` saying so.
       update_model_state: ``(variables, x[1, ...], *labels) -> model_state``, run once per step
         when the state has a ``model_state`` (``jaxebm.energy.state_updater(module,
         update_stats=True)`` for spectral norm). Chains and loss see ``{**params,
@@ -281,4 +325,4 @@ def make_step(
             ema_decay=ema_decay,
         )
 
-    return train_step
+    return _explain_unbound_axis(train_step, axis_name)

@@ -1,14 +1,6 @@
-"""Self-healing training: detect divergence from host metrics, reseed, and lower the rate.
-
-EBM training diverges (energies run off to large magnitudes, the energy gap explodes, or the
-non-finite guard trips step after step); the standard advice for JEM and IGEBM is to restart from
-the last good checkpoint with a new seed and a lower learning rate. This module holds the pieces
-of that policy that need no files: a divergence detector over host-side metric values, ``reseed``
-for the train state's key, and a learning-rate multiplier that lives in the optimizer state, so a
-lowered rate is checkpointed with the state, and the policy over them (:func:`supervisor`: continue,
-checkpoint or not, roll back, give up). The loop that restores checkpoints and logs the events is
-the caller's (``experiments/train.py``).
-"""
+"""The policy of self-healing training: a divergence detector over host metrics, the supervisor's
+decisions (continue, roll back, give up), ``reseed`` and a learning-rate factor kept in the
+optimizer state."""
 
 from __future__ import annotations
 
@@ -45,7 +37,7 @@ class DetectorState(NamedTuple):
 
     Attributes:
       num_bad: Consecutive checks whose energies were out of bounds (or not finite).
-      num_skipped: Steps skipped by the non-finite guard since the last check that saw none.
+      num_skipped: Steps skipped by the guard since the last check that saw none.
       num_nonfinite: ``TrainState.num_nonfinite`` (the ``nonfinite_skipped`` metric) at the last
         check.
       last_quiet_step: The step of the last check that found nothing wrong (or the step the
@@ -106,9 +98,10 @@ def divergence_detector(
     - ``|energy_pos|`` or ``|energy_neg|`` exceeds ``max_abs_energy``, or ``|energy_gap|``
       exceeds ``max_abs_energy_gap``, or one of them is not finite, at ``patience`` consecutive
       checks (a single spike is tolerated: the chains of a persistent buffer recover from one);
-    - the non-finite guard has skipped ``max_nonfinite`` steps with no clean check in between
-      (with a check every step this is ``max_nonfinite`` consecutive skips; with a check every
-      ``c`` steps, skips spread over consecutive windows that each had at least one).
+    - the non-finite guard (or :func:`skip_out_of_bounds`) has skipped ``max_nonfinite`` steps
+      with no clean check in between (with a check every step this is ``max_nonfinite``
+      consecutive skips; with a check every ``c`` steps, skips spread over consecutive windows
+      that each had at least one).
 
     Besides firing, the detector keeps ``good_step``, the newest step that ``patience``
     consecutive quiet checks followed: roll back to a checkpoint at or before it.
@@ -121,8 +114,8 @@ def divergence_detector(
       max_abs_energy: Bound on the mean energies of data and samples, or ``None`` (off).
       max_abs_energy_gap: Bound on ``energy_gap = mean E(x-) - mean E(x+)``, or ``None`` (off).
       patience: Consecutive out-of-bounds checks before the detector fires (``k``).
-      max_nonfinite: Steps skipped by the non-finite guard, with no clean check between them,
-        before the detector fires.
+      max_nonfinite: Steps skipped by the non-finite guard (or :func:`skip_out_of_bounds`), with
+        no clean check between them, before the detector fires.
 
     Returns:
       A :class:`DivergenceDetector`.
@@ -191,8 +184,8 @@ def divergence_detector(
         )
         if num_skipped >= int(max_nonfinite):
             return new_state, (
-                f"the non-finite guard skipped {num_skipped} steps with no clean check between "
-                f"them (>= max_nonfinite {int(max_nonfinite)}; steps "
+                f"the guard skipped {num_skipped} steps (non-finite or out-of-bounds updates) "
+                f"with no clean check between them (>= max_nonfinite {int(max_nonfinite)}; steps "
                 f"{state.last_quiet_step + 1}-{step})"
             )
         if num_bad >= int(patience):
