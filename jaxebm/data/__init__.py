@@ -1,7 +1,7 @@
 """Data: 2-D toy densities (``toy``), scikit-learn's digits (``digits``), prepared TFDS image
-sets read without TensorFlow (``tfds``), host-side batching (``pipeline``) and label scarcity /
-domain shift splits (``transfer``)."""
+sets read without TensorFlow (``tfds``), host-side batching (``pipeline``), label scarcity /
+domain shift splits (``transfer``) and token sequences (``text``)."""
 
-from jaxebm.data import digits, pipeline, tfds, toy, transfer
+from jaxebm.data import digits, pipeline, text, tfds, toy, transfer
 
-__all__ = ["digits", "pipeline", "tfds", "toy", "transfer"]
+__all__ = ["digits", "pipeline", "text", "tfds", "toy", "transfer"]
