@@ -171,6 +171,7 @@ def test_parameter_average_is_evaluated_and_checkpointed(tmp_path):
     config = toy2d.get_config("quick")
     config.train.num_steps = 3
     config.train.ema_decay = 0.5
+    config.eval.tasks = ()  # train only: which parameters are evaluated is what is checked
     summary = train.train_and_evaluate(config, str(tmp_path))
     assert summary["evaluated_ema"] is True
     config, _, _, state = restore_run(str(tmp_path))
@@ -202,6 +203,7 @@ def test_workdir_of_another_model_is_refused(tmp_path):
 
     config = toy2d.get_config("quick")
     config.train.num_steps = 2
+    config.eval.tasks = ()  # train only
     train.train_and_evaluate(config, str(tmp_path))
     config.model.hidden = (8,)
     with pytest.raises(ValueError, match=r"model.hidden: \[32, 32\] in the run, \[8\] now"):
@@ -353,6 +355,7 @@ def test_on_trained_runs_once_between_training_and_evaluation(tmp_path):
     # The CLI puts its signal handlers back here, so a signal during the evaluation acts at once.
     config = toy2d.get_config("quick")
     config.train.num_steps = 2
+    config.eval.tasks = ()  # no task: the evaluation still runs (figures of the metrics)
     calls = []
 
     def on_trained():

@@ -78,6 +78,7 @@ def test_digits_quick_trains_and_tasks_write_their_figures(tmp_path, names):
         evaluate.evaluate_run(config, str(tmp_path), state, dataset, model, task="density")
 
 
+@pytest.mark.slow  # completion chains: tests/test_train.py, test_step_combinations.py, golden
 def test_digits_inpaint_config_trains_with_completion_chains(tmp_path):
     config = digits_igebm_inpaint.get_config("quick")
     assert not config.model.conditional and config.loss.completion_fraction == 0.5

@@ -123,6 +123,7 @@ def run(num_devices, *, mode, num_steps=2, noise_scale=0.005, tx=None):
     return state, metrics
 
 
+@pytest.mark.slow  # 4 devices = 1: tests/test_step_combinations.py for every objective and source
 def test_four_devices_equal_one_device():
     # Deterministic configuration (CD-k from the data, no chain noise): the runs differ only in
     # the order of float32 reductions over the batch, ~1e-7 relative per step; 1e-5 after two
@@ -144,6 +145,7 @@ def test_four_devices_equal_one_device():
     ].sharding.is_fully_replicated
 
 
+@pytest.mark.slow  # the spectral step is pinned by the golden case cd_spectral_norm
 def test_spectral_state_survives_resume_bitwise(tmp_path):
     n = 2
     mesh = parallel.make_mesh(2)
