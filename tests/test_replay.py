@@ -199,3 +199,106 @@ def test_bad_inputs_raise_clear_errors():
         ValueError, match=r"expected advanced chains of shape \(4, 2\), got \(3, 2\)"
     ):
         replay.update(buffer, drawn, jnp.zeros((3, 2)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Token sequences: one-hot [N, L, V] and integer [N, L] chains.
+
+VOCAB, SEQ_LENGTH = 4, 8
+LAST_TOKEN = (0.0, 0.0, 0.0, 1.0)  # fresh chains of all token 3: a sentinel, as SENTINEL above
+
+
+def aged_token_buffer(*, one_hot, capacity=CAPACITY):
+    """Uniform token chains whose chain ``i`` has age ``i + 1``."""
+    event_shape = (SEQ_LENGTH, VOCAB) if one_hot else (SEQ_LENGTH,)
+    noise_fn = replay.token_noise(VOCAB, one_hot=one_hot)
+    buffer = replay.init(jax.random.key(0), capacity, event_shape, noise_fn=noise_fn)
+    return replay.ReplayBuffer(buffer.x, buffer.y, jnp.arange(1, capacity + 1, dtype=jnp.int32))
+
+
+def test_one_hot_token_buffer_starts_from_the_unigram_frequencies():
+    probs = np.array([0.5, 0.3, 0.2, 0.0])
+    noise_fn = replay.token_noise(VOCAB, probs=probs)
+    buffer = replay.init(jax.random.key(0), 1000, (SEQ_LENGTH, VOCAB), noise_fn=noise_fn)
+    x = np.asarray(buffer.x)
+    assert x.shape == (1000, SEQ_LENGTH, VOCAB) and x.dtype == np.float32
+    assert np.all((x == 0) | (x == 1)) and np.all(x.sum(-1) == 1)  # every row one-hot
+    counts = x.reshape(-1, VOCAB).sum(0)
+    n = 1000 * SEQ_LENGTH
+    # Each count is Binomial(8000, p): within 4 standard deviations (p ~ 6e-5 each); a token of
+    # frequency 0 is never drawn.
+    assert np.all(np.abs(counts - n * probs) <= 4 * np.sqrt(n * probs * (1 - probs))), counts
+    assert counts[3] == 0
+    # Without probs: uniform. Chi-square of the 4 counts, p > 1e-4 (fails once in 10^4).
+    uniform = replay.init(
+        jax.random.key(1), 1000, (SEQ_LENGTH, VOCAB), noise_fn=replay.token_noise(VOCAB)
+    )
+    assert stats.chisquare(np.asarray(uniform.x).reshape(-1, VOCAB).sum(0)).pvalue > 1e-4
+
+
+def test_one_hot_token_buffer_samples_reinitialises_and_writes_back():
+    buffer = aged_token_buffer(one_hot=True)
+    fresh_noise = replay.token_noise(VOCAB, probs=LAST_TOKEN)
+    keys = jax.random.split(jax.random.key(1), 200)
+    draws = jax.jit(
+        jax.vmap(lambda key: replay.sample(buffer, key, 48, 0.25, noise_fn=fresh_noise))
+    )(keys)
+    x, idx = np.asarray(draws.x), np.asarray(draws.idx)
+    assert x.shape == (200, 48, SEQ_LENGTH, VOCAB) and x.dtype == np.float32
+    fresh = np.asarray(draws.age) == 0
+    np.testing.assert_array_equal(x[fresh].argmax(-1), 3)  # fresh chains come from the noise
+    assert np.all(x.sum(-1) == 1)
+    np.testing.assert_array_equal(x[~fresh], np.asarray(buffer.x)[idx][~fresh])
+    # 9600 independent Bernoulli(0.25) restarts: within 4 standard deviations (p ~ 6e-5).
+    n, p = 200 * 48, 0.25
+    assert abs(fresh.sum() - n * p) < 4 * math.sqrt(n * p * (1 - p)), fresh.sum()
+
+    drawn = jax.tree.map(lambda field: field[0], draws)  # the first draw
+    advanced = jnp.roll(drawn.x, 1, axis=-1)  # every token t becomes t + 1 mod V
+    new = update(buffer, drawn, advanced)
+    assert new.x.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(new.x)[np.asarray(drawn.idx)], advanced)
+    np.testing.assert_array_equal(np.asarray(new.age)[np.asarray(drawn.idx)], drawn.age + 1)
+
+
+def test_integer_token_buffer_keeps_int32():
+    buffer = aged_token_buffer(one_hot=False)
+    assert buffer.x.shape == (CAPACITY, SEQ_LENGTH) and buffer.x.dtype == jnp.int32
+    assert int(buffer.x.min()) >= 0 and int(buffer.x.max()) < VOCAB
+    fresh_noise = replay.token_noise(VOCAB, probs=LAST_TOKEN, one_hot=False)
+    drawn = sample(buffer, jax.random.key(1), 40, 0.5, noise_fn=fresh_noise)
+    assert drawn.x.dtype == jnp.int32
+    fresh = np.asarray(drawn.age) == 0
+    assert 0 < fresh.sum() < 40
+    np.testing.assert_array_equal(np.asarray(drawn.x)[fresh], 3)
+    np.testing.assert_array_equal(
+        np.asarray(drawn.x)[~fresh], np.asarray(buffer.x)[np.asarray(drawn.idx)][~fresh]
+    )
+    advanced = (drawn.x + 1) % VOCAB
+    new = update(buffer, drawn, advanced)
+    assert new.x.dtype == jnp.int32
+    np.testing.assert_array_equal(np.asarray(new.x)[np.asarray(drawn.idx)], advanced)
+    # Float chains or float noise for an integer buffer would be truncated by a cast: refused.
+    with pytest.raises(ValueError, match="holds int32 chains but the advanced chains are float32"):
+        replay.update(buffer, drawn, advanced.astype(jnp.float32))
+    with pytest.raises(ValueError, match="holds int32 chains but noise_fn gave float32 noise"):
+        replay.sample(buffer, jax.random.key(1), 4)  # the default uniform noise
+
+
+def test_token_noise_bad_inputs_raise_clear_errors():
+    with pytest.raises(ValueError, match="integer vocab_size >= 2, got 1"):
+        replay.token_noise(1)
+    with pytest.raises(ValueError, match=r"must have shape \[vocab_size\] = \(4,\), got \(3,\)"):
+        replay.token_noise(4, probs=[0.5, 0.25, 0.25])
+    with pytest.raises(ValueError, match="probs must sum to 1, got a sum of 0.9"):
+        replay.token_noise(4, probs=[0.3, 0.3, 0.2, 0.1])
+    for probs in ([1.2, -0.2, 0.0, 0.0], [float("nan"), 0.5, 0.25, 0.25]):
+        with pytest.raises(ValueError, match="probs must be finite and >= 0"):
+            replay.token_noise(4, probs=probs)
+    # One-hot noise takes the event shape (L, V); integer noise takes (L,).
+    with pytest.raises(ValueError, match=r"shape ending with vocab_size = 4 .*got \(16, 8\)"):
+        replay.init(jax.random.key(0), 16, (SEQ_LENGTH,), noise_fn=replay.token_noise(4))
+    integer_noise = replay.token_noise(4, one_hot=False)
+    short_noise = lambda key, shape: integer_noise(key, shape[:-1])  # drops the V axis
+    with pytest.raises(ValueError, match=r"noise_fn returned shape \(16, 8\) for .*\(16, 8, 4\)"):
+        replay.init(jax.random.key(0), 16, (SEQ_LENGTH, 4), noise_fn=short_noise)

@@ -1,0 +1,273 @@
+"""TransformerEnergy and CausalLM: pre-LayerNorm transformers over token sequences."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxebm.types import Array, ArrayLike, Params
+
+__all__ = ["TransformerEnergy", "CausalLM", "token_log_likelihood"]
+
+# Token, position, BOS and summary embeddings start as N(0, 0.02^2), as GPT-2 and BERT do.
+_EMBED_INIT = nn.initializers.normal(stddev=0.02)
+
+
+def _as_one_hot(x: ArrayLike, vocab_size: int, length: int, name: str) -> Array:
+    """Integer tokens ``[B, L]`` become one-hot float32 ``[B, L, V]``; one-hot input is kept."""
+    x = jnp.asarray(x)
+    if x.ndim == 2 and jnp.issubdtype(x.dtype, jnp.integer):
+        # Tokens outside [0, V) would give all-zero rows; they cannot be checked under jit.
+        x = jax.nn.one_hot(x, vocab_size, dtype=jnp.float32)
+    elif x.ndim == 3 and x.shape[-1] == vocab_size:
+        x = jnp.asarray(x, jnp.float32)
+    else:
+        raise ValueError(
+            f"{name} takes integer tokens [B, L] or one-hot [B, L, V] with V = {vocab_size}, "
+            f"got shape {tuple(x.shape)} of {x.dtype}"
+        )
+    if not 1 <= x.shape[1] <= length:
+        raise ValueError(
+            f"{name} was built for sequences of 1 to {length} tokens, got {x.shape[1]}"
+        )
+    return x
+
+
+def _check_config(module: nn.Module) -> None:
+    name = type(module).__name__
+    if module.vocab_size < 2 or module.length < 1 or module.depth < 1:
+        raise ValueError(
+            f"{name} needs vocab_size >= 2, length >= 1 and depth >= 1, got "
+            f"{module.vocab_size}, {module.length} and {module.depth}"
+        )
+    if module.num_heads < 1 or module.width % module.num_heads:
+        raise ValueError(
+            f"{name} width must be a positive multiple of num_heads, got width {module.width} "
+            f"and {module.num_heads} heads"
+        )
+    if int(module.mlp_ratio * module.width) < 1:
+        raise ValueError(f"{name} needs mlp_ratio * width >= 1, got {module.mlp_ratio}")
+    if not 0.0 <= module.dropout < 1.0:
+        raise ValueError(f"{name} dropout must be in [0, 1), got {module.dropout}")
+
+
+class _Embed(nn.Module):
+    """``x @ W[V, D]`` plus learned positions; ``is_shifted`` feeds ``[BOS, x_1 .. x_{L-1}]``."""
+
+    vocab_size: int
+    length: int
+    width: int
+    is_shifted: bool = False
+
+    @nn.compact
+    def __call__(self, one_hot: Array) -> Array:
+        batch_size, length, _ = one_hot.shape
+        embedding = self.param("embedding", _EMBED_INIT, (self.vocab_size, self.width))
+        # A matmul rather than a gather: the network is a smooth function of the one-hot input,
+        # whose gradient discrete samplers use (Grathwohl et al. 2021, Gibbs-with-Gradients).
+        h = jnp.einsum("blv,vd->bld", one_hot, embedding)
+        if self.is_shifted:
+            bos = self.param("bos", _EMBED_INIT, (self.width,))
+            start = jnp.broadcast_to(bos[None, None], (batch_size, 1, self.width))
+            h = jnp.concatenate([start, h[:, :-1]], axis=1)
+        position = self.param("position_embedding", _EMBED_INIT, (self.length, self.width))
+        return h + position[None, :length]
+
+
+class _Block(nn.Module):
+    """Pre-LayerNorm block (Xiong et al. 2020): ``h + Attn(LN(h))``, then ``h + MLP(LN(h))``."""
+
+    num_heads: int
+    mlp_ratio: float
+    dropout: float
+
+    @nn.compact
+    def __call__(self, h: Array, mask: Array | None, deterministic: bool) -> Array:
+        width = h.shape[-1]
+        # Dropout masks are drawn per example (broadcast_dropout=False), so that even in training
+        # mode no example's output depends on the others.
+        y = nn.MultiHeadDotProductAttention(
+            num_heads=self.num_heads, dropout_rate=self.dropout, broadcast_dropout=False
+        )(nn.LayerNorm()(h), mask=mask, deterministic=deterministic)
+        h = h + nn.Dropout(self.dropout)(y, deterministic=deterministic)
+        y = nn.Dense(int(self.mlp_ratio * width))(nn.LayerNorm()(h))
+        y = nn.Dense(width)(nn.gelu(y))
+        return h + nn.Dropout(self.dropout)(y, deterministic=deterministic)
+
+
+class _Stack(nn.Module):
+    """``depth`` blocks and the final LayerNorm a pre-LN stack needs (GPT-2, ViT)."""
+
+    depth: int
+    num_heads: int
+    mlp_ratio: float
+    dropout: float
+
+    @nn.compact
+    def __call__(self, h: Array, mask: Array | None, deterministic: bool) -> Array:
+        for index in range(self.depth):
+            h = _Block(self.num_heads, self.mlp_ratio, self.dropout, name=f"block_{index}")(
+                h, mask, deterministic
+            )
+        return nn.LayerNorm(name="final_norm")(h)
+
+
+class TransformerEnergy(nn.Module):
+    """Energies ``[B]`` of token sequences: one-hot ``[B, L, V]`` (float) or integer ``[B, L]``.
+
+    A bidirectional pre-LayerNorm transformer encoder (Vaswani et al. 2017; Xiong et al. 2020):
+    token embedding ``x @ W[V, D]`` (a matmul, so ``dE/dx`` exists for Gibbs-with-Gradients,
+    Grathwohl et al. 2021), learned position embeddings, ``depth`` blocks of multi-head
+    self-attention and a GELU MLP, a final LayerNorm, pooling over positions and a linear head.
+    LayerNorm and attention act within one sequence, so examples are independent.
+    Integer tokens are one-hot encoded inside: both inputs give the same energy.
+
+    Attributes:
+      vocab_size: Number of tokens ``V``.
+      length: Longest sequence ``L`` (the number of position embeddings); shorter ones use the
+        first positions.
+      width: Model width ``D``, a multiple of ``num_heads``.
+      depth: Number of blocks.
+      num_heads: Attention heads.
+      mlp_ratio: MLP hidden width over ``D`` (4 in Vaswani et al. 2017: 2048 / 512).
+      dropout: Dropout rate of attention weights and residual branches, active only with
+        ``deterministic=False`` and a ``"dropout"`` key; 0 by default, as an energy must be a
+        deterministic function of ``x``.
+      pooling: ``"mean"`` over positions, or ``"token"``: a learned summary token prepended to
+        the sequence, whose output gives the energy (BERT's ``[CLS]``).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxebm.nets import TransformerEnergy
+      >>> module = TransformerEnergy(vocab_size=5, length=8, width=16, depth=1, num_heads=2)
+      >>> tokens = jnp.zeros((3, 8), jnp.int32)
+      >>> params = jax.eval_shape(module.init, jax.random.key(0), tokens)  # shapes only
+      >>> jax.eval_shape(module.apply, params, tokens).shape
+      (3,)
+      >>> jax.eval_shape(module.apply, params, jax.nn.one_hot(tokens, 5)).shape  # the same energy
+      (3,)
+    """
+
+    vocab_size: int
+    length: int
+    width: int = 64
+    depth: int = 2
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    pooling: str = "mean"
+
+    @nn.compact
+    def __call__(self, x: ArrayLike, *, deterministic: bool = True) -> Array:
+        _check_config(self)
+        if self.pooling not in ("mean", "token"):
+            raise ValueError(
+                f'TransformerEnergy pooling must be "mean" or "token", got {self.pooling!r}'
+            )
+        one_hot = _as_one_hot(x, self.vocab_size, self.length, "TransformerEnergy")
+        h = _Embed(self.vocab_size, self.length, self.width, name="embed")(one_hot)
+        if self.pooling == "token":
+            summary = self.param("summary_token", _EMBED_INIT, (self.width,))
+            start = jnp.broadcast_to(summary[None, None], (h.shape[0], 1, self.width))
+            h = jnp.concatenate([start, h], axis=1)
+        h = _Stack(self.depth, self.num_heads, self.mlp_ratio, self.dropout, name="encoder")(
+            h, None, deterministic
+        )
+        pooled = h[:, 0] if self.pooling == "token" else jnp.mean(h, axis=1)
+        return nn.Dense(1, name="head")(pooled)[:, 0]
+
+
+class CausalLM(nn.Module):
+    """Next-token logits ``[B, L, V]`` of token sequences: a decoder-only transformer.
+
+    The blocks of ``TransformerEnergy`` under a causal mask (Radford et al. 2018, GPT). The input
+    is shifted inside: position ``t`` sees ``[BOS, x_1, .., x_{t-1}]``, a learned BOS embedding
+    first, so ``logits[:, t]`` is the distribution of token ``x_t`` given the tokens before it,
+    the first token is conditioned on BOS alone, and ``log_likelihood`` is the full
+    ``log p(x_1 .. x_L)`` (what a residual EBM, Deng et al. 2020, adds to its energy). The last
+    token is never an input. Inputs are integer ``[B, L]`` or one-hot ``[B, L, V]``.
+
+    Attributes:
+      vocab_size: Number of tokens ``V``.
+      length: Longest sequence ``L``.
+      width: Model width ``D``, a multiple of ``num_heads``.
+      depth: Number of blocks.
+      num_heads: Attention heads.
+      mlp_ratio: MLP hidden width over ``D``.
+      dropout: Dropout rate, active only with ``deterministic=False`` and a ``"dropout"`` key.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxebm.nets import CausalLM
+      >>> module = CausalLM(vocab_size=5, length=8, width=16, depth=1, num_heads=2)
+      >>> tokens = jnp.zeros((3, 8), jnp.int32)
+      >>> params = jax.eval_shape(module.init, jax.random.key(0), tokens)  # shapes only
+      >>> jax.eval_shape(module.apply, params, tokens).shape
+      (3, 8, 5)
+      >>> jax.eval_shape(module.log_likelihood, params, tokens).shape
+      (3,)
+    """
+
+    vocab_size: int
+    length: int
+    width: int = 64
+    depth: int = 2
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: ArrayLike, *, deterministic: bool = True) -> Array:
+        _check_config(self)
+        one_hot = _as_one_hot(x, self.vocab_size, self.length, "CausalLM")
+        h = _Embed(self.vocab_size, self.length, self.width, is_shifted=True, name="embed")(one_hot)
+        length = h.shape[1]
+        causal = jnp.tril(jnp.ones((length, length), jnp.bool_))[None, None]  # [1, 1, L, L]
+        h = _Stack(self.depth, self.num_heads, self.mlp_ratio, self.dropout, name="decoder")(
+            h, causal, deterministic
+        )
+        return nn.Dense(self.vocab_size, name="head")(h)
+
+    def log_likelihood(self, params: Params, x: ArrayLike, **apply_kwargs) -> Array:
+        """``log p(x) = sum_t log p(x_t | BOS, x_<t)`` per sequence, by teacher forcing.
+
+        Called on the unbound module, as ``apply`` is.
+
+        Args:
+          params: The module's variables.
+          x: Integer tokens ``[B, L]`` or one-hot ``[B, L, V]`` (differentiable w.r.t. it).
+          **apply_kwargs: Passed to ``apply`` (e.g. ``deterministic=False, rngs=...``).
+
+        Returns:
+          Log-likelihoods ``[B]``.
+        """
+        one_hot = _as_one_hot(x, self.vocab_size, self.length, "CausalLM")
+        return token_log_likelihood(self.apply(params, one_hot, **apply_kwargs), one_hot)
+
+
+def token_log_likelihood(logits: ArrayLike, x: ArrayLike) -> Array:
+    """``sum_t log softmax(logits[:, t])[x_t]``: the log-likelihood of sequences under logits.
+
+    Args:
+      logits: Logits ``[B, L, V]``; ``logits[:, t]`` scores token ``t`` (as ``CausalLM`` gives).
+      x: Integer tokens ``[B, L]`` or one-hot ``[B, L, V]``.
+
+    Returns:
+      Log-likelihoods ``[B]``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> token_log_likelihood(jnp.zeros((1, 3, 4)), jnp.array([[0, 1, 2]]))  # 3 log(1/4)
+      Array([-4.158883], dtype=float32)
+    """
+    logits, x = jnp.asarray(logits), jnp.asarray(x)
+    is_tokens = jnp.issubdtype(x.dtype, jnp.integer)
+    if logits.ndim != 3 or x.shape != (logits.shape[:2] if is_tokens else logits.shape):
+        raise ValueError(
+            f"token_log_likelihood takes logits [B, L, V] and tokens [B, L] or one-hot "
+            f"[B, L, V] of the same B, L, V, got {tuple(logits.shape)} and {tuple(x.shape)}"
+        )
+    if is_tokens:
+        x = jax.nn.one_hot(x, logits.shape[-1], dtype=logits.dtype)
+    return jnp.sum(x * jax.nn.log_softmax(logits, axis=-1), axis=(1, 2))
