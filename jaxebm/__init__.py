@@ -1,12 +1,12 @@
 """jaxebm: energy-based models in JAX/Flax, as pure functions of arrays.
 
 Submodules: ``energy`` (energy functions and their combinators), ``nets`` (Flax networks),
-``samplers`` (Langevin, MALA, HMC, independence MH kernels and chains), ``replay``
-(persistent chains), ``losses``, ``objectives`` (what a step minimises), ``negatives``
-(where its chains start), ``train`` (train state, step skeleton, recipes), ``parallel`` (data
-parallel over devices), ``checkpoint`` (orbax), ``recovery`` (self-healing training), ``data``,
-``tasks`` (what EBMs are for), ``metrics``, ``viz``; ``map_batches`` (a function over a large
-set in padded chunks).
+``samplers`` (Langevin, MALA, HMC, independence MH; Gibbs-with-Gradients, DMALA, DULA for
+one-hot discrete states; chains), ``replay`` (persistent chains, token sequences too),
+``losses``, ``objectives`` (what a step minimises), ``negatives`` (where its chains start),
+``train`` (train state, step skeleton, recipes), ``parallel`` (data parallel over devices),
+``checkpoint`` (orbax), ``recovery`` (self-healing training), ``data``, ``tasks`` (what EBMs
+are for), ``metrics``, ``viz``; ``map_batches`` (a function over a large set in padded chunks).
 """
 
 from jaxebm import (
@@ -31,6 +31,9 @@ from jaxebm.energy import from_logits, from_module, from_nnx
 from jaxebm.samplers import (
     SamplingAlgorithm,
     compose,
+    dmala,
+    dula,
+    gibbs_with_gradients,
     hmc,
     independent_mh,
     langevin,
@@ -66,6 +69,9 @@ __all__ = [
     "mala",
     "hmc",
     "independent_mh",
+    "gibbs_with_gradients",
+    "dmala",
+    "dula",
     "compose",
     "masked",
     "run_chain",

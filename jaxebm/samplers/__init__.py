@@ -9,6 +9,8 @@ from jaxebm.samplers.base import (
     metropolis_hastings,
 )
 from jaxebm.samplers.chain import ComposedInfo, compose, masked, run_chain
+from jaxebm.samplers.dlp import DLPInfo, dmala, dula
+from jaxebm.samplers.gwg import GWGInfo, gibbs_with_gradients
 from jaxebm.samplers.hmc import HMCInfo, hmc
 from jaxebm.samplers.independent import IMHInfo, independent_mh
 from jaxebm.samplers.langevin import LangevinInfo, langevin
@@ -21,11 +23,16 @@ __all__ = [
     "MALAInfo",
     "HMCInfo",
     "IMHInfo",
+    "GWGInfo",
+    "DLPInfo",
     "ComposedInfo",
     "langevin",
     "mala",
     "hmc",
     "independent_mh",
+    "gibbs_with_gradients",
+    "dmala",
+    "dula",
     "compose",
     "run_chain",
     "masked",

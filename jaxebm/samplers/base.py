@@ -26,6 +26,8 @@ __all__ = [
     "evaluate_schedule",
     "check_positive",
     "check_bounds",
+    "check_one_hot",
+    "energy_change_estimate",
     "in_bounds",
     "select",
 ]
@@ -255,3 +257,58 @@ def check_bounds(bounds: tuple[float, float] | None) -> None:
         ok = False
     if not ok:
         raise ValueError(f"bounds must be (low, high) with low < high, got {bounds}")
+
+
+def check_one_hot(x0: ArrayLike) -> Array:
+    """Chain starts of the discrete samplers: one-hot states ``[B, L, K]``, as floats.
+
+    The rank and ``K >= 2`` are checked always (shapes are static: at trace time, for free); the
+    values (every entry 0 or 1, one 1 per site) only when they are known, i.e. outside ``jit``,
+    which is where ``run_chain`` calls ``init``. Integer or boolean one-hot arrays are cast to
+    float32, since the samplers differentiate the energy with respect to them.
+
+    Args:
+      x0: One-hot states ``[B, L, K]``: ``B`` chains of ``L`` sites with ``K`` values each
+        (binary variables: ``K = 2``), e.g. ``jax.nn.one_hot(indices[B, L], K)``.
+
+    Returns:
+      ``x0`` as a floating-point array.
+
+    Raises:
+      ValueError: Naming the shape or the values that are not one-hot states.
+    """
+    x = jnp.asarray(x0)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.float32)
+    if x.ndim != 3 or x.shape[-1] < 2:
+        raise ValueError(
+            "discrete samplers take one-hot states x[B, L, K] with K >= 2 values per site "
+            f"(e.g. jax.nn.one_hot(indices[B, L], K)), got shape {tuple(x.shape)}"
+        )
+    if not isinstance(x, jax.core.Tracer):
+        is_binary = bool(jnp.all((x == 0) | (x == 1)))
+        if not (is_binary and bool(jnp.all(jnp.sum(x, axis=-1) == 1))):
+            raise ValueError(
+                "discrete samplers take one-hot states: every entry 0 or 1 and exactly one 1 per "
+                "site along the last axis (e.g. jax.nn.one_hot(indices[B, L], K))"
+            )
+    return x
+
+
+def energy_change_estimate(x: Array, energy_grad: Array) -> Array:
+    """First-order estimate of the energy change of every single-site change of one-hot states.
+
+    Setting site ``i`` of ``x[B, L, K]`` to value ``k`` moves the input by ``e_k - x_i``, so the
+    Taylor estimate of ``E(x') - E(x)`` is ``g[i, k] - sum_j g[i, j] x[i, j]`` with
+    ``g = dE/dx`` (the categorical form of Grathwohl et al. 2021's estimate; 0 at the current
+    value). It is exact for energies linear in each site given the others (Potts and Ising
+    models), and one backward pass gives all ``L (K - 1)`` estimates.
+
+    Args:
+      x: One-hot states ``[B, L, K]``.
+      energy_grad: ``dE/dx`` at ``x``, ``[B, L, K]``.
+
+    Returns:
+      The estimates ``[B, L, K]``.
+    """
+    return energy_grad - jnp.sum(energy_grad * x, axis=-1, keepdims=True)
