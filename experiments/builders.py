@@ -15,12 +15,21 @@ import optax
 import jaxebm
 from experiments.datasets import (  # the data builders, importable from here too
     DATASETS,
+    TEXT_NAMES,
     Dataset,
     make_dataset,
     quantization_levels,
+    token_frequencies,
     train_batch,
 )
-from experiments.options import MODELS, OPTIMIZERS, SAMPLERS, SCHEDULES, choose
+from experiments.options import (
+    DISCRETE_SAMPLERS,
+    MODELS,
+    OPTIMIZERS,
+    SAMPLERS,
+    SCHEDULES,
+    choose,
+)
 
 __all__ = [
     "DATASETS",
@@ -98,6 +107,17 @@ def make_energy(config: ml_collections.ConfigDict, dataset: Dataset) -> Model:
         )
         energy_fn = jaxebm.energy.from_logits(module)
         return Model(module, energy_fn, None, False, dataset.num_classes, module.apply)
+    if name == "transformer":
+        if dataset.tokenizer is None:
+            raise ValueError("the transformer model reads token sequences: use a text set")
+        module = jaxebm.nets.TransformerEnergy(
+            vocab_size=int(dataset.vocab_size),
+            length=int(dataset.event_shape[0]),
+            width=int(model.width),
+            depth=int(model.num_layers),
+            num_heads=int(model.num_heads),
+        )
+        return Model(module, jaxebm.energy.from_module(module), None, False, None)
     if name == "mlp":
         if conditional:
             raise ValueError("the mlp model is unconditional: set model.conditional=False")
@@ -141,6 +161,13 @@ def make_sampler(config: ml_collections.ConfigDict) -> Callable:
         )
     elif name == "mala":
         build = functools.partial(jaxebm.samplers.mala, step_size=sampler.step_size, bounds=bounds)
+    elif name in DISCRETE_SAMPLERS:  # one-hot states: no bounds, no global moves
+        if name == "gwg":
+            return functools.partial(
+                jaxebm.samplers.gibbs_with_gradients, temperature=float(sampler.temperature)
+            )
+        factory = jaxebm.samplers.dmala if name == "dmala" else jaxebm.samplers.dula
+        return functools.partial(factory, step_size=sampler.step_size)
     else:
         build = functools.partial(
             jaxebm.samplers.hmc,
@@ -160,7 +187,12 @@ def make_sampler(config: ml_collections.ConfigDict) -> Callable:
 
 
 def make_noise_fn(config: ml_collections.ConfigDict) -> Callable:
-    """Fresh chains: uniform over ``[buffer.init_low, buffer.init_high]``."""
+    """Fresh chains: uniform over ``[buffer.init_low, buffer.init_high]``; for text, one-hot
+    tokens drawn independently from the training unigram frequencies (``buffer.token_init``)."""
+    if config.data.name in TEXT_NAMES:
+        frequencies = token_frequencies(config)
+        probs = frequencies if config.buffer.token_init == "unigram" else None
+        return jaxebm.replay.token_noise(len(frequencies), probs=probs, one_hot=True)
     low, high = float(config.buffer.init_low), float(config.buffer.init_high)
     if not low < high:
         raise ValueError(f"buffer.init_low must be < buffer.init_high, got {low}, {high}")

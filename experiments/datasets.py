@@ -11,12 +11,21 @@ import ml_collections
 import numpy as np
 
 import jaxebm
-from jaxebm.data import digits, toy
+from jaxebm.data import digits, text, toy
 from jaxebm.data import tfds as tfds_data
 
-__all__ = ["DATASETS", "Dataset", "make_dataset", "quantization_levels", "train_batch"]
+__all__ = [
+    "DATASETS",
+    "TEXT_NAMES",
+    "Dataset",
+    "make_dataset",
+    "quantization_levels",
+    "token_frequencies",
+    "train_batch",
+]
 
-DATASETS = (*toy.NAMES, "digits", *tfds_data.NAMES)
+TEXT_NAMES = ("pydoc",)  # token sequences (one-hot [L, V] examples)
+DATASETS = (*toy.NAMES, "digits", *TEXT_NAMES, *tfds_data.NAMES)
 
 
 class Dataset(NamedTuple):
@@ -30,6 +39,8 @@ class Dataset(NamedTuple):
       bounds: ``(low, high)`` of the data box (plots, fresh chains), or ``None``.
       log_density: Exact log-density ``x[N, ...] -> [N]`` where known, else ``None``.
       num_classes: Number of classes of labelled data (``"y"`` in the splits), else ``None``.
+      tokenizer: A text set's ``jaxebm.data.text.Tokenizer``, else ``None``. Its splits hold
+        integer ``"tokens" [N, L]``; :func:`train_batch` gives the step one-hot ``"x" [B, L, V]``.
     """
 
     train: Any
@@ -38,6 +49,11 @@ class Dataset(NamedTuple):
     bounds: tuple[float, float] | None
     log_density: Callable[[Any], Any] | None
     num_classes: int | None = None
+    tokenizer: Any = None
+
+    @property
+    def vocab_size(self) -> int | None:
+        return None if self.tokenizer is None else self.tokenizer.vocab_size
 
 
 def make_dataset(config: ml_collections.ConfigDict) -> Dataset:
@@ -74,6 +90,20 @@ def make_dataset(config: ml_collections.ConfigDict) -> Dataset:
             log_density=None,
             num_classes=digits.NUM_CLASSES,
         )
+    if name in TEXT_NAMES:
+        # Fixed windows of the pydoc corpus, split by topic (jaxebm.data.text); the step sees
+        # them one-hot.
+        tokenizer = text.pydoc_tokenizer()
+        length = int(config.data.seq_length)
+        load = lambda split: text.load_pydoc(split, length=length, tokenizer=tokenizer)
+        return Dataset(
+            train=load("train"),
+            test={"tokens": load("test")["tokens"][: config.data.num_test]},
+            event_shape=(length, tokenizer.vocab_size),
+            bounds=None,
+            log_density=None,
+            tokenizer=tokenizer,
+        )
     if name in tfds_data.NAMES:
         # Training reads lazily (only each step's examples are decoded); the first data.num_test
         # test examples are held in memory for evaluation.
@@ -101,6 +131,19 @@ def quantization_levels(name: str) -> int | None:
     return None
 
 
+@functools.lru_cache(maxsize=4)
+def _token_frequencies(name: str, seq_length: int) -> np.ndarray:
+    tokenizer = text.pydoc_tokenizer()
+    tokens = text.load_pydoc("train", length=seq_length, tokenizer=tokenizer)["tokens"]
+    return np.asarray(text.unigram(tokens, tokenizer.vocab_size))
+
+
+def token_frequencies(config: ml_collections.ConfigDict) -> np.ndarray:
+    """A text set's unigram frequencies ``[V]`` over its training windows (fresh chains' tokens
+    with ``buffer.token_init = "unigram"``)."""
+    return _token_frequencies(config.data.name, int(config.data.seq_length))
+
+
 def train_batch(config: ml_collections.ConfigDict, dataset: Dataset, step: int) -> dict:
     """This host's batch of ``step``: a fixed function of ``(data.seed, step)``, so a resumed run
     sees the same data.
@@ -123,6 +166,8 @@ def train_batch(config: ml_collections.ConfigDict, dataset: Dataset, step: int) 
         pipeline.num_examples(dataset.train), step, config.train.batch_size, seed=seed
     )
     batch = pipeline.take(dataset.train, pipeline.process_share(index))
+    if dataset.tokenizer is not None:  # text: one-hot tokens, the discrete samplers' states
+        return {"x": np.eye(dataset.vocab_size, dtype=np.float32)[batch["tokens"]]}
     if config.data.dequantize:
         levels = quantization_levels(config.data.name)
         if levels is None:

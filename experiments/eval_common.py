@@ -54,6 +54,9 @@ class Need(NamedTuple):
 NEEDS: dict[str, Need] = {
     "points": Need(lambda dataset, model: tuple(dataset.event_shape) == (2,), "2-D points"),
     "images": Need(lambda dataset, model: len(dataset.event_shape) == 3, "images [H, W, C]"),
+    "tokens": Need(
+        lambda dataset, model: dataset.tokenizer is not None, "token sequences (a text set)"
+    ),
     "conditional": Need(
         lambda dataset, model: bool(model.conditional),
         "a class-conditional energy E(x, y) (model.conditional=True)",
@@ -81,6 +84,8 @@ class Run(NamedTuple):
       logits_fn: A classifier's ``x[B, ...] -> f(x) [B, K]``, compiled once, else ``None``.
       offsets: A conditional model's class offsets ``b [K]`` (``tasks.fit_class_offsets`` on
         training examples), else ``None``.
+      token_energies_fn: A text model's ``tokens[B, L] -> E(one_hot(tokens)) [B]``, compiled
+        once, else ``None``.
     """
 
     config: Any
@@ -93,6 +98,7 @@ class Run(NamedTuple):
     class_energies_fn: Callable | None = None
     logits_fn: Callable | None = None
     offsets: Any = None
+    token_energies_fn: Callable | None = None
 
     @property
     def sampler(self) -> Callable:
@@ -146,6 +152,10 @@ def make_run(config, workdir, state, dataset, model) -> Run:
     run = Run(config, workdir, state, dataset, model, variables, key)
     if model.logits_fn is not None:
         run = run._replace(logits_fn=jax.jit(lambda x: model.logits_fn(variables, x)))
+    if dataset.tokenizer is not None:
+        one_hot = functools.partial(jax.nn.one_hot, num_classes=dataset.vocab_size)
+        energies = jax.jit(lambda t: model.energy_fn(variables, one_hot(t, dtype=jnp.float32)))
+        run = run._replace(token_energies_fn=energies)
     if not model.conditional:
         return run
     num_classes = model.num_classes

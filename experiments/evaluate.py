@@ -24,7 +24,17 @@ from typing import NamedTuple
 from absl import app, flags
 from absl import logging as absl_logging
 
-from experiments import builders, cli, eval_classes, eval_images, eval_jem, eval_toy, rundir
+from experiments import (
+    builders,
+    cli,
+    eval_classes,
+    eval_images,
+    eval_jem,
+    eval_text,
+    eval_toy,
+    rundir,
+)
+from experiments.datasets import TEXT_NAMES
 from experiments.eval_common import NEEDS, Run, make_run
 from experiments.options import ATTACK_NORMS, check, choose, is_counts, non_negative, positive
 from experiments.state import restore_run
@@ -66,6 +76,9 @@ TASKS = {  # name -> Task; `--task` and `eval.tasks` choose among them
     "jem_ood": Task(eval_jem.ood, ("images", "classifier")),
     "jem_attack": Task(eval_jem.attack, ("images", "classifier")),
     "jem_samples": Task(eval_jem.samples, ("images", "classifier")),
+    "text_samples": Task(eval_text.samples, ("tokens",)),
+    "text_ranking": Task(eval_text.ranking, ("tokens",)),
+    "infill": Task(eval_text.infill, ("tokens",)),
 }
 
 # Curves of metrics.png, by the kind of run.
@@ -187,9 +200,11 @@ def evaluate_run(config, workdir, state, dataset, model, *, task: str = "all") -
 def _config_needs(config) -> dict[str, bool]:
     """What the run of ``config`` will offer the evaluation tasks (``eval_common.NEEDS``)."""
     is_points = config.data.name in toy.NAMES
+    is_text = config.data.name in TEXT_NAMES
     return {
         "points": is_points,
-        "images": not is_points,
+        "images": not (is_points or is_text),
+        "tokens": is_text,
         "conditional": config.model.name == "resnet" and bool(config.model.conditional),
         "classifier": config.model.name == "wideresnet",
     }

@@ -8,6 +8,8 @@ from typing import Any
 
 __all__ = [
     "SAMPLERS",
+    "DISCRETE_SAMPLERS",
+    "TOKEN_INITS",
     "MODELS",
     "OBJECTIVES",
     "OPTIMIZERS",
@@ -15,22 +17,64 @@ __all__ = [
     "ACTIVATIONS",
     "CLIP_MODES",
     "ATTACK_NORMS",
+    "MODEL_FIELDS",
+    "SAMPLER_FIELDS",
+    "LOSS_FIELDS",
     "choose",
     "check",
     "positive",
     "non_negative",
     "is_counts",
     "is_number",
+    "same",
 ]
 
-SAMPLERS = ("langevin", "mala", "hmc")
-MODELS = ("mlp", "resnet", "conv", "wideresnet")
+SAMPLERS = ("langevin", "mala", "hmc", "gwg", "dmala", "dula")
+DISCRETE_SAMPLERS = ("gwg", "dmala", "dula")  # one-hot states: text
+MODELS = ("mlp", "resnet", "conv", "wideresnet", "transformer")
 OBJECTIVES = ("cd", "jem", "icd")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "piecewise")
 ACTIVATIONS = ("swish", "leaky_relu")
 CLIP_MODES = ("value", "norm")
+TOKEN_INITS = ("unigram", "uniform")
 ATTACK_NORMS = ("linf", "l2")
+
+
+# The fields only some choices read. Any other choice must leave them at the base default, so a
+# value set for a model, sampler or objective the config does not use is refused, not ignored.
+MODEL_FIELDS = {
+    "hidden": ("mlp",),
+    "quadratic": ("mlp",),
+    "conditional": ("resnet",),
+    "stem_width": ("resnet",),
+    "widths": ("resnet", "conv"),
+    "downsample": ("resnet",),
+    "strides": ("conv",),
+    "activation": ("resnet", "conv", "wideresnet"),
+    "spectral_norm": ("resnet",),
+    "depth": ("wideresnet",),
+    "widen_factor": ("wideresnet",),
+    "width": ("transformer",),
+    "num_layers": ("transformer",),
+    "num_heads": ("transformer",),
+}
+SAMPLER_FIELDS = {
+    "noise_scale": ("langevin",),
+    "grad_clip": ("langevin",),  # and loss.objective="icd" (its KL steps clip too)
+    "clip_mode": ("langevin",),
+    "num_integration_steps": ("hmc",),
+    "temperature": ("gwg",),
+}
+LOSS_FIELDS = {
+    "gen_weight": ("jem",),
+    "pxy_weight": ("jem",),
+    "kl_weight": ("icd",),
+    "entropy_weight": ("icd",),
+    "kl_steps": ("icd",),
+    "completion_fraction": ("cd", "icd"),
+    "completion_steps": ("cd", "icd"),
+}
 
 
 def choose(field: str, kind: str, name: str, options: tuple[str, ...]) -> str:
@@ -65,3 +109,9 @@ def check(section, field: str, is_valid: Callable[[Any], bool], expected: str) -
     value = section[field.split(".")[1]]
     if not is_valid(value):
         raise ValueError(f"{field} must be {expected}, got {value!r}")
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal values, a list (a config read back from JSON) equal to the same tuple."""
+    as_tuple = lambda v: tuple(v) if isinstance(v, list) else v
+    return as_tuple(a) == as_tuple(b)

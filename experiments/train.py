@@ -84,7 +84,7 @@ def build(config: ml_collections.ConfigDict) -> Run:
             raise ValueError(f"{name} ({size}) must be divisible by the {num_devices} devices")
     # The data must fit the model before anything is compiled: all of it when it is in memory,
     # the first batch of a lazy source (a TFDS set is never decoded whole).
-    is_lazy = not isinstance(dataset.train, dict)
+    is_lazy = not isinstance(dataset.train, dict) or "x" not in dataset.train  # text: tokens
     checked = builders.train_batch(config, dataset, 0) if is_lazy else dataset.train
     jaxebm.train.validate_batch(checked, event_shape=dataset.event_shape)
     step_fn = jaxebm.parallel.data_parallel(train_step, mesh)

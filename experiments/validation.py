@@ -4,29 +4,34 @@ what arrived (``validate_config``; ``docs/bad-inputs.md`` lists every check with
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import ml_collections
 
 import jaxebm
 from experiments.configs import base as base_config
 from experiments.configs.base import SECTIONS
-from experiments.datasets import DATASETS, quantization_levels
+from experiments.datasets import DATASETS, TEXT_NAMES, quantization_levels
 from experiments.evaluate import check_eval_config
 from experiments.options import (
     ACTIVATIONS,
     CLIP_MODES,
+    DISCRETE_SAMPLERS,
+    LOSS_FIELDS,
+    MODEL_FIELDS,
     MODELS,
     OBJECTIVES,
     OPTIMIZERS,
+    SAMPLER_FIELDS,
     SAMPLERS,
     SCHEDULES,
+    TOKEN_INITS,
     check,
     choose,
     is_counts,
     is_number,
     non_negative,
     positive,
+    same,
 )
 from jaxebm.data import digits, toy
 from jaxebm.data import tfds as tfds_data
@@ -34,50 +39,12 @@ from jaxebm.data import tfds as tfds_data
 __all__ = ["validate_config"]
 
 
-# The fields only some choices read. Any other choice must leave them at the base default, so a
-# value set for a model, sampler or objective the config does not use is refused, not ignored.
-MODEL_FIELDS = {
-    "hidden": ("mlp",),
-    "quadratic": ("mlp",),
-    "conditional": ("resnet",),
-    "stem_width": ("resnet",),
-    "widths": ("resnet", "conv"),
-    "downsample": ("resnet",),
-    "strides": ("conv",),
-    "activation": ("resnet", "conv", "wideresnet"),
-    "spectral_norm": ("resnet",),
-    "depth": ("wideresnet",),
-    "widen_factor": ("wideresnet",),
-}
-SAMPLER_FIELDS = {
-    "noise_scale": ("langevin",),
-    "grad_clip": ("langevin",),  # and loss.objective="icd" (its KL steps clip too)
-    "clip_mode": ("langevin",),
-    "num_integration_steps": ("hmc",),
-}
-LOSS_FIELDS = {
-    "gen_weight": ("jem",),
-    "pxy_weight": ("jem",),
-    "kl_weight": ("icd",),
-    "entropy_weight": ("icd",),
-    "kl_steps": ("icd",),
-    "completion_fraction": ("cd", "icd"),
-    "completion_steps": ("cd", "icd"),
-}
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equal values, a list (a config read back from JSON) equal to the same tuple."""
-    as_tuple = lambda v: tuple(v) if isinstance(v, list) else v
-    return as_tuple(a) == as_tuple(b)
-
-
 def _check_unused(config, section: str, fields: dict, chosen: str, choice_field: str) -> None:
     """Fields the ``chosen`` option does not read must keep the base default."""
     default = base_config.get_config()[section]
     for field, users in fields.items():
         value = config[section][field]
-        if chosen not in users and not _same(value, default[field]):
+        if chosen not in users and not same(value, default[field]):
             names = " or ".join(repr(user) for user in users)
             raise ValueError(
                 f"{section}.{field} applies to {choice_field}={names} only and {chosen!r} ignores "
@@ -135,6 +102,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         if not positive(value):
             raise ValueError(f"{name} must be > 0, got {value}")
     _check_data(config)
+    _check_text(config)
     _check_model(config)
     _check_sampler(config)
     _check_buffer(config)
@@ -158,12 +126,12 @@ def _check_data(config: ml_collections.ConfigDict) -> None:
                 f"train.batch_size ({config.train.batch_size}) must be at most data.num_train "
                 f"({data.num_train}): a batch draws distinct training points"
             )
-    elif not _same(data.num_train, default.num_train):
+    elif not same(data.num_train, default.num_train):
         raise ValueError(
             f"data.num_train applies to the 2-D sets only; the image set {name!r} trains on its "
             f"whole train split: leave data.num_train at {default.num_train}, got {data.num_train}"
         )
-    if name == "digits" and not _same(data.num_test, default.num_test):
+    if name == "digits" and not same(data.num_test, default.num_test):
         raise ValueError(
             "data.num_test applies to the 2-D and TFDS sets; 'digits' evaluates on its whole test "
             f"split: leave data.num_test at {default.num_test}, got {data.num_test}"
@@ -243,6 +211,15 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
             "a tuple of positive layer widths",
         )
         check(model, "model.quadratic", non_negative, ">= 0 (exp(-E) must stay normalisable)")
+        return
+    if name == "transformer":
+        for field in ("width", "num_layers", "num_heads"):
+            check(model, f"model.{field}", positive, "> 0")
+        if model.width % model.num_heads:
+            raise ValueError(
+                f"model.width ({model.width}) must be divisible by model.num_heads "
+                f"({model.num_heads}): each head gets width / num_heads features"
+            )
         return
     choose("model.activation", "activation", model.activation, ACTIVATIONS)
     if name == "wideresnet":
@@ -414,3 +391,56 @@ def _check_recovery(config: ml_collections.ConfigDict) -> None:
     check(recovery, "recovery.max_nonfinite", positive, ">= 1")
     check(recovery, "recovery.lr_factor", lambda f: is_number(f) and 0 < f <= 1, "in (0, 1]")
     check(recovery, "recovery.max_rollbacks", non_negative, ">= 0")
+
+
+def _check_text(config: ml_collections.ConfigDict) -> None:
+    """Text sets pair with the transformer, a discrete sampler and plain contrastive divergence;
+    the text fields stay at their defaults elsewhere."""
+    default = base_config.get_config()
+    is_text = config.data.name in TEXT_NAMES
+    pairs = [
+        ("model.name", config.model.name, config.model.name == "transformer", "'transformer'"),
+        (
+            "sampler.name",
+            config.sampler.name,
+            config.sampler.name in DISCRETE_SAMPLERS,
+            " or ".join(map(repr, DISCRETE_SAMPLERS)),
+        ),
+    ]
+    for field, value, is_discrete, expected in pairs:
+        if is_text and not is_discrete:
+            raise ValueError(
+                f"data.name={config.data.name!r} gives token sequences: {field} must be "
+                f"{expected}, got {value!r}"
+            )
+        if is_discrete and not is_text:
+            raise ValueError(
+                f"{field}={value!r} is for token sequences; data.name={config.data.name!r} is not "
+                f"a text set ({', '.join(TEXT_NAMES)}): choose another {field}"
+            )
+    if not is_text:
+        for section, field in (("data", "seq_length"), ("buffer", "token_init")):
+            if not same(config[section][field], default[section][field]):
+                raise ValueError(
+                    f"{section}.{field} applies to the text sets ({', '.join(TEXT_NAMES)}) "
+                    f"only: leave it at {default[section][field]!r}, got "
+                    f"{config[section][field]!r}"
+                )
+        return
+    check(config.data, "data.seq_length", lambda n: positive(n) and n >= 2, ">= 2 tokens")
+    choose("buffer.token_init", "fresh-chain tokens", config.buffer.token_init, TOKEN_INITS)
+    if config.loss.objective != "cd":
+        raise ValueError(
+            f"loss.objective must be 'cd' on token sequences, got {config.loss.objective!r}"
+        )
+    for field, value, off in (
+        ("loss.data_noise", config.loss.data_noise, 0.0),
+        ("loss.completion_fraction", config.loss.completion_fraction, 0.0),
+        ("sampler.global_moves", config.sampler.global_moves, False),
+        ("sampler.bounds", config.sampler.bounds, None),
+    ):
+        if value != off:
+            raise ValueError(
+                f"{field} is for continuous data; one-hot token states take none: set it to "
+                f"{off!r}, got {value!r}"
+            )

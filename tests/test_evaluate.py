@@ -3,15 +3,18 @@
 import pytest
 
 from experiments import builders, evaluate
+from jaxebm.data import text
 
 # One (dataset, model) per kind of run a config can build; nothing is trained or called.
 POINTS = builders.Dataset({}, {}, (2,), (-4.0, 4.0), None)
 IMAGES = builders.Dataset({}, {}, (8, 8, 1), (-1.0, 1.0), None, 10)
+TOKENS = builders.Dataset({}, {}, (16, 5), None, None, tokenizer=text.char_tokenizer("abcd"))
 KINDS = {
     "toy": (POINTS, builders.Model(None, None, None, False, None)),
     "igebm": (IMAGES, builders.Model(None, None, None, False, None)),
     "igebm_conditional": (IMAGES, builders.Model(None, None, None, True, 10)),
     "jem": (IMAGES, builders.Model(None, None, None, False, 10, logits_fn=lambda v, x: x)),
+    "text": (TOKENS, builders.Model(None, None, None, False, None)),
 }
 EXPECTED = {
     "toy": ("density", "sample"),
@@ -36,6 +39,7 @@ EXPECTED = {
         "jem_attack",
         "jem_samples",
     ),
+    "text": ("text_samples", "text_ranking", "infill"),
 }
 
 
@@ -64,6 +68,8 @@ def test_every_task_applies_to_some_run_and_needs_only_known_things():
         ("igebm_conditional", "jem_ood", r"needs a classifier's logits"),
         ("toy", "inpaint", r"needs images \[H, W, C\]"),
         ("igebm_conditional", "density", "needs 2-D points"),
+        ("text", "generate", r"needs images \[H, W, C\]"),
+        ("igebm", "infill", r"needs token sequences \(a text set\)"),
     ],
 )
 def test_a_task_that_does_not_apply_is_refused_with_the_tasks_that_do(kind, task, needs):

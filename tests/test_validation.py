@@ -131,7 +131,7 @@ CASES = [
         lambda: validation.validate_config(without_section("eval")),
         "the config lacks the sections ['eval']",
     ),
-    flag_case("model.name=transformer", "unknown model 'transformer': choose one of mlp, resnet"),
+    flag_case("model.name=lstm", "unknown model 'lstm': choose one of mlp, resnet"),
     flag_case("sampler.name=gibbs", "unknown sampler 'gibbs': choose one of langevin, mala, hmc"),
     flag_case("optim.name=lamb", "unknown optimizer 'lamb': choose one of adam, adamw, sgd"),
     flag_case("optim.schedule=linear", "unknown learning-rate schedule 'linear'"),
@@ -144,6 +144,25 @@ CASES = [
         "digits_jem:quick",
     ),
     flag_case("sampler.step_size=-0.1", "sampler.step_size must be > 0, got -0.1"),
+    # --- token sequences (data.name='pydoc'): the transformer, a discrete sampler, plain CD -----
+    flag_case(
+        "model.name=mlp",
+        "gives token sequences: model.name must be 'transformer'",
+        "pydoc_pcd:quick",
+    ),
+    flag_case(
+        "sampler.name=mala", "sampler.name must be 'gwg' or 'dmala' or 'dula'", "pydoc_pcd:quick"
+    ),
+    flag_case(
+        "loss.objective=icd", "loss.objective must be 'cd' on token sequences", "pydoc_pcd:quick"
+    ),
+    flag_case("loss.data_noise=0.1", "loss.data_noise is for continuous data", "pydoc_pcd:quick"),
+    flag_case("buffer.token_init=zipf", "unknown fresh-chain tokens 'zipf'", "pydoc_pcd:quick"),
+    flag_case("data.seq_length=1", "data.seq_length must be >= 2 tokens, got 1", "pydoc_pcd:quick"),
+    flag_case("model.num_heads=3", "must be divisible by model.num_heads (3)", "pydoc_pcd:quick"),
+    flag_case("model.name=transformer", "model.name='transformer' is for token sequences"),
+    flag_case("sampler.name=gwg", "sampler.name='gwg' is for token sequences"),
+    flag_case("data.seq_length=32", "data.seq_length applies to the text sets (pydoc) only"),
     flag_case("optim.learning_rate=0", "optim.learning_rate must be > 0, got 0"),
     flag_case("train.batch_size=0", "train.batch_size must be > 0, got 0"),
     flag_case("train.num_steps=0", "train.num_steps must be > 0, got 0"),

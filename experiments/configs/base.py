@@ -40,6 +40,7 @@ def _data() -> ml_collections.ConfigDict:
     data.labels_per_class = 0  # > 0: semi-supervised, only that many labels per class
     data.target_domain = ""  # e.g. "inverted_noisy": domain adaptation (jaxebm.data.transfer)
     data.gen_on_source = False  # domain adaptation: the generative term on both domains
+    data.seq_length = 64  # text sets only: tokens per window (pydoc: 6,242 training windows)
     return data
 
 
@@ -59,6 +60,10 @@ def _model() -> ml_collections.ConfigDict:
     model.spectral_norm = True  # resnet: IGEBM's spectral norm (Miyato et al. 2018)
     model.depth = 28  # wideresnet: JEM's WRN-28-10 (Grathwohl et al. 2019)
     model.widen_factor = 10
+    # transformer: a small bidirectional encoder over one-hot tokens (jaxebm.nets.TransformerEnergy)
+    model.width = 64
+    model.num_layers = 2
+    model.num_heads = 4
     return model
 
 
@@ -73,6 +78,7 @@ def _sampler() -> ml_collections.ConfigDict:
     sampler.num_steps = 10  # steps per train step (persistent chains carry on from the buffer)
     sampler.global_moves = False  # an independence move from the fresh-chain noise each step
     sampler.num_integration_steps = 5  # hmc only: leapfrog steps per proposal
+    sampler.temperature = 2.0  # gwg only: the proposal's temperature (Grathwohl et al. 2021)
     sampler.unroll = 1  # lax.scan unroll of the chain (speed only)
     return sampler
 
@@ -83,6 +89,7 @@ def _buffer() -> ml_collections.ConfigDict:
     buffer.reinit_prob = 0.01  # chains restarted from noise each step (IGEBM and JEM: 0.05)
     buffer.init_low = -4.5  # fresh chains: uniform over the 2-D plotting box; images: [-1, 1]
     buffer.init_high = 4.5
+    buffer.token_init = "unigram"  # text: fresh chains' tokens, "unigram" (the data's) or "uniform"
     return buffer
 
 
@@ -179,6 +186,10 @@ def _eval() -> ml_collections.ConfigDict:
     evaluation.attack_steps = 10  # PGD steps
     evaluation.refine_steps = 0  # > 0: SGLD refinement of attacked inputs before classifying
     evaluation.ece_bins = 15  # calibration bins (Guo et al. 2017)
+    # Text: chains decoded to text, held-out windows against shuffled and corrupted copies, and
+    # spans of held-out windows refilled by a chain with the rest clamped.
+    evaluation.num_text_samples = 8
+    evaluation.infill_span = 8  # tokens hidden in the middle of each window
     return evaluation
 
 
