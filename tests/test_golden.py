@@ -20,7 +20,15 @@ SAME_PLATFORM = RECORDED["platform"] == golden.platform_id()
 # The default suite runs one case per objective and negative source; `make test-all` runs every
 # case (the variations below reuse code the default cases already pin: the parameter average,
 # conditional chains, the semi-supervised masks, the cross-entropy-only objective, short-run).
-SLOW_CASES = {"cd_ema", "cd_short_run", "cd_conditional_cd", "jem_ema", "jem_ce", "jem_semisup"}
+SLOW_CASES = {
+    "cd_ema",
+    "cd_short_run",
+    "cd_conditional_persistent",
+    "cd_conditional_cd",
+    "jem_ema",
+    "jem_ce",
+    "jem_semisup",
+}
 
 
 @pytest.mark.parametrize(

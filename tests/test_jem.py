@@ -184,6 +184,7 @@ def run(num_devices, *, num_steps=2, **kwargs):
     return state, metrics
 
 
+@pytest.mark.slow  # the masks: golden jem_semisup (make test-all)
 def test_cross_entropy_metric_is_over_the_labelled_examples():
     state, step_fn = setup(gen_weight=0.0, deterministic=True)
     module = jaxebm.nets.WideResNet(depth=10, widen_factor=1, num_classes=NUM_CLASSES)
@@ -197,6 +198,7 @@ def test_cross_entropy_metric_is_over_the_labelled_examples():
     np.testing.assert_allclose(float(metrics["ce"]), expected, rtol=1e-5)
 
 
+@pytest.mark.slow  # pinned by the golden case jem_pxy and tests/test_step_combinations.py
 def test_pxy_term_runs_twice_the_chains():
     state, metrics = run(2, num_steps=2, pxy_weight=1.0)
     assert int(metrics["nonfinite_skipped"]) == 0 and np.isfinite(float(metrics["loss"]))
@@ -204,6 +206,7 @@ def test_pxy_term_runs_twice_the_chains():
     assert int(np.sum(np.asarray(state.buffer.age))) == 32
 
 
+@pytest.mark.slow  # the guard: tests/test_train.py and tests/test_parallel.py
 def test_nonfinite_batch_leaves_the_whole_state_unchanged():
     state, step_fn = setup()
     step = jax.jit(

@@ -81,6 +81,7 @@ def test_grid_errors():
         metrics.grid_log_likelihood(true_energy("rings"), jnp.zeros((4, 3)), bounds=BOUNDS)
 
 
+@pytest.mark.slow  # the default toy2d test of make test-all compares with the KDE
 def test_kde_log_likelihood_is_a_sane_baseline():
     x_train, x_test = toy.train_test_split("8gaussians", jax.random.key(0), 5000, 5000)
     exact = float(jnp.mean(toy.log_density("8gaussians", x_test)))

@@ -31,6 +31,7 @@ def test_buffer_is_sharded_and_step_runs_persistent():
     assert float(metrics["buffer_age_mean"]) > 0
 
 
+@pytest.mark.slow  # pmap is the legacy path; shard_map is tested everywhere
 def test_shard_map_and_pmap_agree():
     # The per-device step uses only explicit collectives, so the classic pmap API gives the same
     # numbers: same per-device keys (fold_in of the device index), same buffer shards.

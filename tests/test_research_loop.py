@@ -212,6 +212,7 @@ def max_abs_energy(metrics):
     return max(abs(float(metrics[name])) for name in ("energy_pos", "energy_neg"))
 
 
+@pytest.mark.slow  # the rollback test below runs the same divergence
 def test_a_diverged_run_blows_up_and_skipping_alone_only_stops_it():
     # Healthy energies of this model stay below about 3. Unguarded, they pass 1e3 within steps
     # of the jump and keep growing (about 1e11 at step 40). With skips alone, the first update

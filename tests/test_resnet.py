@@ -98,6 +98,7 @@ def test_spectral_norm_power_iteration_converges_to_the_top_singular_value():
     assert abs(sigma - top) / top < 1e-3
 
 
+@pytest.mark.slow  # the spectral step is pinned by the golden case cd_spectral_norm
 def test_chains_leave_the_spectral_state_alone_and_the_step_advances_it_once():
     # The chain's energy reads the spectral state and cannot write it (the energy is a pure
     # function of the variables); the step replaces it by exactly one power iteration.

@@ -104,6 +104,7 @@ def test_from_noise_with_mala_samples_the_gaussian():
     assert info.is_accepted.shape == (256,)
 
 
+@pytest.mark.slow  # the digits classify run exercises conditional chains
 def test_from_buffer_continues_distinct_chains_under_their_labels():
     capacity = 12
     labels = jnp.arange(capacity, dtype=jnp.int32) % NUM_CLASSES
@@ -141,6 +142,7 @@ def test_from_buffer_continues_distinct_chains_under_their_labels():
     np.testing.assert_allclose(x, MEANS[y], atol=1e-6)
 
 
+@pytest.mark.slow  # chains: tests/test_samplers.py
 def test_snapshots_energy_decreases_with_steps():
     # Langevin with the per-pixel step clipped to 0.001 descends |x|^2 / 2 slowly, from uniform
     # noise (mean energy 16 / 6 = 2.7): at 200 steps each pixel has moved at most 0.2, so the
@@ -343,6 +345,7 @@ def test_denoise_reduces_the_error_to_the_clean_image():
 # Cross-class mapping.
 
 
+@pytest.mark.slow  # the digits classify run exercises conditional chains
 def test_cross_class_chains_run_under_the_target_label(classifier):
     source = jnp.array([0, 1, 2, 0, 1, 2], jnp.int32)
     target = (source + 1) % NUM_CLASSES
@@ -562,6 +565,7 @@ def test_attack_projects_exactly_onto_the_ball(norm):
         tasks.attack(jax.random.key(1), loss_fn, x, labels, epsilon=0.0, step_size=0.1, num_steps=1)
 
 
+@pytest.mark.slow  # a chain from given inputs: tests/test_tasks.py generate tests
 def test_refine_is_a_chain_from_the_attacked_inputs():
     labels = jnp.arange(6, dtype=jnp.int32) % NUM_CLASSES
     x = class_examples(jax.random.key(0), labels)
