@@ -94,6 +94,7 @@ def test_jem_loss_cross_entropy_only_needs_no_chains_and_errors_are_clear():
 # --- WideResNet ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the digits JEM run builds and trains the WRN
 def test_wideresnet_shapes_energies_and_errors():
     module = jaxebm.nets.WideResNet(depth=16, widen_factor=2, num_classes=NUM_CLASSES)
     x = jax.random.uniform(jax.random.key(0), (3, *SHAPE), jnp.float32, -1.0, 1.0)

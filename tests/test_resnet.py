@@ -57,6 +57,7 @@ def setup(*, mode="persistent", capacity=32, noise_scale=0.005, seed=0, tx=None)
     return state, step_fn, module
 
 
+@pytest.mark.slow  # the digits classify run builds and trains the ResNet
 def test_shapes_conditioning_and_errors():
     module = tiny_module()
     x = images(jax.random.key(0), 3)
