@@ -97,3 +97,14 @@ def subprocess_env(**extra):
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
         **extra,
     }
+
+
+def block_network(monkeypatch):
+    """Makes any attempt to open a connection fail the test (offline loaders must not try)."""
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the loader tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)

@@ -3,13 +3,13 @@ builder prepared and read back as array_record files, and the fast missing-data 
 
 import importlib.util
 import os
-import socket
 import time
 
 import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from helpers import block_network
 
 from experiments import builders
 from experiments.configs import base
@@ -149,11 +149,7 @@ def test_make_dataset_mocked_cifar10():
 
 
 def test_missing_data_fails_at_once_offline(tmp_path, monkeypatch):
-    def no_network(*args, **kwargs):
-        raise AssertionError("the loader tried to reach the network")
-
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    monkeypatch.setattr(socket, "create_connection", no_network)
+    block_network(monkeypatch)
     started = time.perf_counter()
     with pytest.raises(FileNotFoundError) as error:
         tfds_data.load("cifar10", "train", data_dir=tmp_path)

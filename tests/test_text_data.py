@@ -2,7 +2,6 @@
 correctness check, TFDS text sets through tfds.testing.mock_data, and the negatives of text."""
 
 import pydoc_data.topics
-import socket
 import time
 
 import jax
@@ -10,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from helpers import block_network
 
 from jaxebm.data import text
 
@@ -165,11 +165,7 @@ def test_mocked_tfds_text_gives_windows(name, split):
 
 
 def test_tfds_text_errors_fail_at_once_offline(tmp_path, monkeypatch):
-    def no_network(*args, **kwargs):
-        raise AssertionError("the loader tried to reach the network")
-
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    monkeypatch.setattr(socket, "create_connection", no_network)
+    block_network(monkeypatch)
     started = time.perf_counter()
     with pytest.raises(FileNotFoundError) as error:
         text.load_tfds("tiny_shakespeare", "train", length=8, data_dir=tmp_path)
