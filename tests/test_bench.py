@@ -1,6 +1,7 @@
 """``python -m scripts.bench --quick`` runs and prints the JSON lines it documents, with positive
 figures; the peers come only from the command line."""
 
+import itertools
 import json
 import math
 import os
@@ -9,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,6 +48,21 @@ FAKE_TORCH = textwrap.dedent(
     print(json.dumps(line))
     """
 )
+# A stand-in for the PyTorch GWG peer (torch_gwg.py): its output format, no torch.
+FAKE_GWG = textwrap.dedent(
+    """
+    import json, sys
+    args = dict(word.lstrip("-").split("=") for word in sys.argv[1:])
+    print(json.dumps({
+        "peer": "torch_gwg", "side": int(args["side"]), "chains": int(args["chains"]),
+        "steps": int(args["steps"]), "threads": int(args["threads"]), "torch": "0",
+        "chain_steps_per_s": 2.0e3, "acceptance": 0.9, "magnetisation": 0.0,
+    }))
+    """
+)
+# The discrete figures of the everyday check (each compile costs seconds; the plain-JAX scans
+# of both samplers compile in the sampling test below).
+QUICK_DISCRETE = "gwg_ising10,plain_jax_gwg_ising10,torch_gwg"
 # Everything but the IGEBM-size ResNet and WRN-28-10 figures (the same code at other sizes).
 QUICK_ONLY = "peak,mlp,conv,train,resnet,jem"
 
@@ -70,11 +87,14 @@ def positive(value):
 
 
 def test_quick_bench_samplers_and_peer_ratio(tmp_path):
-    """The everyday check: the sampler figures and the peer ratio (convolutions: the slow test)."""
-    peers = tmp_path / "peers"  # the blackjax peer found by its file name in --peers
+    """The everyday check: the sampler figures, discrete chains and peer ratios (convolutions:
+    the slow test)."""
+    peers = tmp_path / "peers"  # the peers found by their file names in --peers
     peers.mkdir()
     (peers / "blackjax_mala.py").write_text(FAKE_PEER)
-    args = ["--quick", "--only", "mlp", "--blackjax-python", sys.executable]
+    (peers / "torch_gwg.py").write_text(FAKE_GWG)
+    args = ["--quick", "--only", f"mlp,{QUICK_DISCRETE}", "--blackjax-python", sys.executable]
+    args += ["--torch-python", sys.executable]
     done = run_bench(*args, "--peers", str(peers), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [json.loads(line) for line in done.stdout.splitlines()]
@@ -85,6 +105,52 @@ def test_quick_bench_samplers_and_peer_ratio(tmp_path):
     ratios = {line["name"]: line for line in lines if line["kind"] == "ratio"}
     mala = ratios["jaxebm_mala_over_blackjax_mala"]
     assert math.isclose(mala["value"], figures["mlp_mala"]["value"] / 1.0e6)
+
+    for name in ("gwg_ising10", "plain_jax_gwg_ising10", "torch_gwg_ising10"):
+        figure = figures[name]
+        assert figure["unit"] == "chain_steps_per_s" and positive(figure["value"]), name
+        assert 0 < figure["accept_rate"] <= 1 and abs(figure["magnetisation"]) <= 1, name
+    assert figures["gwg_ising10"]["chains"] == figures["plain_jax_gwg_ising10"]["chains"]
+    assert figures["torch_gwg_ising50"]["side"] == 50  # the peer runs both sizes
+    assert ratios["gwg_ising10_over_plain_jax"]["target"] == 1.0
+    torch = ratios["gwg_ising10_over_torch"]
+    assert math.isclose(torch["value"], figures["gwg_ising10"]["value"] / 2.0e3)
+
+
+@pytest.mark.parametrize("sampler", ["gwg", "dmala"])
+def test_plain_discrete_chains_sample_the_ising_model(sampler):
+    """The plain-JAX GWG and DMALA of the bench sample the model jaxebm's ``ising_energy`` defines:
+    the magnetisation of a 3 x 3 lattice after the chains, against its enumerated distribution."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    import jax
+
+    from jaxebm.nets import lattice_adjacency
+    from scripts.bench import discrete
+
+    side, chains = 3, 2000
+    coupling = 0.15 * lattice_adjacency(side)  # log p = s^T J s: 0.3 per lattice edge
+    states = np.array(list(itertools.product([0.0, 1.0], repeat=side * side)), np.float32)
+    log_p = np.asarray(discrete.ising_log_prob(states, coupling), np.float64)
+    magnetisation = (2 * states - 1).sum(-1).astype(int)
+    levels = np.arange(-side * side, side * side + 1, 2)
+    weights = np.exp(log_p - log_p.max())
+    exact = np.array([weights[magnetisation == m].sum() for m in levels]) / weights.sum()
+
+    move, steps = {
+        "gwg": (lambda *args: discrete.gwg_move(*args, 2.0), 100),
+        "dmala": (lambda *args: discrete.dmala_move(*args, 1.0), 50),
+    }[sampler]
+    x0 = jax.random.bernoulli(jax.random.key(1), 0.5, (chains, side * side)).astype(np.float32)
+    x, acceptance = jax.jit(discrete.plain_scan_chain(move, coupling, steps))(jax.random.key(0), x0)
+    found = (2 * np.asarray(x) - 1).sum(-1).astype(int)
+    frequency = np.array([(found == m).mean() for m in levels])
+    # Independent chains: each frequency is a binomial proportion. 4.5 standard errors per level
+    # keeps the chance of a false alarm over the 10 levels below 1e-4; the model with half the
+    # coupling (torch_gwg.py's 0.5 s^T J s) is off by more than 30 of them.
+    standard_error = np.sqrt(exact * (1 - exact) / chains)
+    assert np.all(np.abs(frequency - exact) <= 4.5 * standard_error), (frequency, exact)
+    assert 0 < float(acceptance.mean()) <= 1
 
 
 @pytest.mark.slow  # compiles every network of the benchmark: minutes on 2 cores
@@ -195,13 +261,14 @@ def test_unknown_name_is_refused(tmp_path):
 
 def test_peers_come_only_from_arguments(tmp_path):
     """Without a peer argument the peer figures are skipped, saying which argument enables them."""
-    done = run_bench("--quick", "--only", "blackjax,torch_jem", cwd=tmp_path)
+    done = run_bench("--quick", "--only", "blackjax,torch_jem,torch_gwg", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (
         "blackjax: skipped (no --blackjax-python, no --peers or --peer-script); to run it pass "
         "--blackjax-python PYTHON and --peers DIR (or --peer-script FILE)" in done.stderr
     )
     assert "torch_jem: skipped (no --torch-python, no --peers or --torch-script)" in done.stderr
+    assert "torch_gwg: skipped (no --torch-python, no --peers or --gwg-script)" in done.stderr
     kinds = [json.loads(line)["kind"] for line in done.stdout.splitlines()]
     assert kinds == ["machine", "done"]
 

@@ -11,12 +11,14 @@ from jaxebm.samplers.base import (
     SamplerState,
     SamplingAlgorithm,
     Schedule,
+    categorical_values,
     check_one_hot,
     check_positive,
     energy_and_grad,
     energy_change_estimate,
     evaluate_schedule,
     init_state,
+    log_softmax_values,
     metropolis_hastings,
     per_example_norm,
     per_example_sum,
@@ -63,6 +65,42 @@ def proposal_logits(x: Array, energy_grad: Array, step_size: Array | float) -> A
     return -0.5 * energy_change_estimate(x, energy_grad) - (1.0 - x) / step_size
 
 
+def _one_minus_zero(x: Array, energy_grad: Array, step_size: Array | float) -> Array:
+    """Binary sites (``K = 2``): the proposal's logit of value 1 minus that of value 0, ``[B, L]``.
+
+    Two values need no reduction over the last axis (XLA:CPU runs a short minor-axis reduction
+    as a slow scalar loop): ``q(1) = sigmoid(delta)``, ``q(0) = sigmoid(-delta)``.
+    """
+    logits = proposal_logits(x, energy_grad, step_size)
+    return logits[..., 1] - logits[..., 0]
+
+
+def _propose(key: PRNGKey, x: Array, energy_grad: Array, step_size) -> tuple[Array, Array]:
+    """A draw ``x' ~ q(. | x)`` and ``log q(x' | x)`` per example, one uniform per site (inverse
+    CDF: value ``k`` where the uniform first falls below the CDF)."""
+    if x.shape[-1] == 2:
+        delta = _one_minus_zero(x, energy_grad, step_size)
+        is_one = jax.random.uniform(key, delta.shape, delta.dtype) >= jax.nn.sigmoid(-delta)
+        x_new = jnp.stack([~is_one, is_one], axis=-1).astype(x.dtype)
+        log_q = jnp.where(is_one, jax.nn.log_sigmoid(delta), jax.nn.log_sigmoid(-delta))
+        return x_new, per_example_sum(log_q)
+    log_q = log_softmax_values(proposal_logits(x, energy_grad, step_size))
+    x_new = jax.nn.one_hot(categorical_values(key, log_q), x.shape[-1], dtype=x.dtype)
+    return x_new, per_example_sum(x_new * log_q)  # the drawn value's log-probability per site
+
+
+def _log_proposal(x: Array, x_from: Array, grad_from: Array, step_size) -> Array:
+    """``log q(x | x_from)`` per example, ``[B]``."""
+    if x.shape[-1] == 2:
+        delta = _one_minus_zero(x_from, grad_from, step_size)
+        is_one = x[..., 1] > 0.5
+        return per_example_sum(
+            jnp.where(is_one, jax.nn.log_sigmoid(delta), jax.nn.log_sigmoid(-delta))
+        )
+    log_q = log_softmax_values(proposal_logits(x_from, grad_from, step_size))
+    return per_example_sum(x * log_q)
+
+
 def build_kernel(energy_x: EnergyX, *, step_size: Schedule, is_adjusted: bool = True):
     """One discrete Langevin move on one-hot states ``x[B, L, K]``, targeting ``exp(-E)``.
 
@@ -76,9 +114,7 @@ def build_kernel(energy_x: EnergyX, *, step_size: Schedule, is_adjusted: bool = 
         key_move, key_accept = jax.random.split(key)
         alpha = evaluate_schedule(step_size, state.step)
         x = state.x
-        log_q = jax.nn.log_softmax(proposal_logits(x, state.energy_grad, alpha), axis=-1)
-        values = jax.random.categorical(key_move, log_q, axis=-1)  # [B, L]
-        x_new = jax.nn.one_hot(values, x.shape[-1], dtype=x.dtype)
+        x_new, log_forward = _propose(key_move, x, state.energy_grad, alpha)
         energy_new, grad_new = energy_and_grad(energy_x, x_new)
         proposal = SamplerState(x_new, energy_new, grad_new, state.step + 1)
         grad_norm = per_example_norm(state.energy_grad)
@@ -86,9 +122,7 @@ def build_kernel(energy_x: EnergyX, *, step_size: Schedule, is_adjusted: bool = 
             always = jnp.ones_like(energy_new, dtype=bool)
             info = DLPInfo(energy_new, grad_norm, always.astype(energy_new.dtype), always, alpha)
             return proposal, info
-        log_q_new = jax.nn.log_softmax(proposal_logits(x_new, grad_new, alpha), axis=-1)
-        log_forward = per_example_sum(x_new * log_q)  # log q(x' | x): the drawn value per site
-        log_reverse = per_example_sum(x * log_q_new)  # log q(x | x')
+        log_reverse = _log_proposal(x, x_new, grad_new, alpha)  # log q(x | x')
         log_ratio = state.energy - energy_new + log_reverse - log_forward
         new_state, is_accepted, acceptance = metropolis_hastings(
             key_accept, log_ratio, proposal, state

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jaxebm.samplers.base import (
     SamplerState,
     SamplingAlgorithm,
+    categorical,
     check_one_hot,
     check_positive,
     energy_and_grad,
@@ -70,13 +71,14 @@ def build_kernel(energy_x: EnergyX, *, temperature: float = 2.0):
         x = state.x
         num_sites, num_states = x.shape[1], x.shape[2]
         log_q = _log_proposal(x, state.energy_grad, temperature)
-        index = jax.random.categorical(key_move, log_q, axis=-1)  # [B], over L * K changes
+        index = categorical(key_move, log_q)  # [B], over L * K changes
         site, value = index // num_states, index % num_states
         is_site = jax.nn.one_hot(site, num_sites, dtype=bool)[:, :, None]  # [B, L, 1]
         new_value = jax.nn.one_hot(value, num_states, dtype=x.dtype)[:, None, :]  # [B, 1, K]
         x_new = jnp.where(is_site, new_value, x)
         energy_new, grad_new = energy_and_grad(energy_x, x_new)
-        old_value = jnp.argmax(jnp.sum(jnp.where(is_site, x, 0.0), axis=1), axis=-1)  # [B]
+        old_row = jnp.take_along_axis(x, site[:, None, None], axis=1)[:, 0]  # [B, K]
+        old_value = jnp.argmax(old_row, axis=-1)  # [B]
         log_q_new = _log_proposal(x_new, grad_new, temperature)
         log_forward = _take(log_q, index)
         log_reverse = _take(log_q_new, site * num_states + old_value)

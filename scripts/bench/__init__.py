@@ -10,11 +10,14 @@ Run from the repository root:
   .venv/bin/python -m scripts.bench --only mlp,peak --rounds 5        # a subset
   taskset -c 0 .venv/bin/python -m scripts.bench --only peak,jem --peers ../shared/peers \\
       --torch-python /tmp/venv-torch/bin/python --rounds 3            # JEM against PyTorch
+  taskset -c 0 .venv/bin/python -m scripts.bench --only discrete --peers ../shared/peers \\
+      --torch-python /tmp/venv-torch/bin/python --rounds 3            # GWG, DMALA on Ising
 
 The peers are scripts outside this repository, read only from the command line: ``--peers DIR``
-names the folder holding ``blackjax_mala.py`` and ``torch_jem.py`` (``--peer-script`` and
-``--torch-script`` name one of them directly), and ``--blackjax-python`` / ``--torch-python``
-the interpreters that run them. Without them the peer figures are skipped, with a line on
+names the folder holding ``blackjax_mala.py``, ``torch_jem.py`` and ``torch_gwg.py``
+(``--peer-script``, ``--torch-script`` and ``--gwg-script`` name one of them directly), and
+``--blackjax-python`` / ``--torch-python`` the interpreters that run them (the PyTorch peers
+share one). Without them the peer figures are skipped, with a line on
 stderr saying which arguments enable them.
 
 Output: one JSON object per line on stdout (and in ``--out``), each with a ``"kind"``:
@@ -63,6 +66,18 @@ What is timed (see ``docs/benchmarks.md`` for figures and their reading):
   same work) at the ``jem_small`` sizes, NCHW and ``--channels-last``, run with
   ``--torch-python`` in a subprocess per size and layout once per round, with as many threads as
   this process may use cores (figures ``torch_jem_wrn10_1``, ``torch_jem_wrn10_1_cl``, ...).
+- ``gwg_ising10``, ``gwg_ising50``, ``dmala_ising10``, ``dmala_ising50``:
+  ``jaxebm.samplers.gibbs_with_gradients`` (proposal temperature 2) and ``dmala`` (``alpha =
+  0.4``, the reference code's binary step 0.2) on ``lattice_ising(side, 0.1)`` (100 and 2,500
+  spins, dense ``J``), 1,024 chains x 100 steps and 128 x 20, one jitted ``run_chain``;
+  chain-steps/s, with the last step's mean acceptance and the final mean spin.
+- ``plain_jax_gwg_ising10``, ``plain_jax_dmala_ising10``, ... : the same algorithms on binary
+  states ``{0, 1}^L`` as the PyTorch code writes them (``torch_gwg.py``; ruqizhang's
+  ``LangevinSampler``), a Python loop over a jitted step that evaluates ``log p`` and its gradient
+  at the current state again every step; ``plain_jax_scan_gwg_ising10``, ...: the same moves in
+  one ``lax.scan`` carrying ``log p`` and its gradient (one evaluation per step, as jaxebm).
+- ``torch_gwg``: the eager PyTorch GWG peer (``torch_gwg.py``, one thread, ``python -O``) at the
+  GWG sizes, with ``--torch-python``, once per size per round (``torch_gwg_ising10``, ...).
 
 Compile seconds are ``jit(...).lower(...).compile()`` times. FLOPs come from XLA's cost analysis
 (``cost_analysis()["flops"]``) of the *unoptimised* program with every chain ``lax.scan`` fully
@@ -74,9 +89,11 @@ and user CPU seconds per call (allocation costs show up there). For the ResNet a
 figures the FLOPs of a K-step program are ``f(1) + (K - 1) (f(2) - f(1))`` from 1- and 2-step
 unrolled lowerings (a chain step adds the same work each time). Groups for ``--only``: ``mlp``
 (the sampler figures and the peer), ``conv``, ``train``, ``resnet``, ``igebm``, ``jem``
-(``jem_small`` and ``torch_jem``), ``peak``; ``jem_big`` is a name.
+(``jem_small`` and ``torch_jem``), ``discrete`` (the Ising figures and ``torch_gwg``), ``peak``;
+``jem_big`` is a name.
 
 The package: ``measure`` (the machine line, timing and the ``Figure`` every benchmark returns),
 ``plan`` (sizes, names, groups and ratios), one module per group of benchmarks (``samplers``,
-``conv``, ``train_steps``, ``jem``) and ``__main__`` (the command line, rounds and output).
+``conv``, ``train_steps``, ``jem``, ``discrete``) and ``__main__`` (the command line, rounds and
+output).
 """

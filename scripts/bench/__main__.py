@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -18,9 +19,10 @@ import jaxebm
 
 from . import __doc__ as package_doc
 from .conv import build_conv_loop, build_conv_scan
+from .discrete import TorchGWGFigures, build_discrete
 from .jem import TorchFigures, build_jem
 from .measure import Figure, log, machine_info
-from .plan import FULL, GROUPS, NAMES, QUICK, RATIOS
+from .plan import DISCRETE, FULL, GROUPS, NAMES, QUICK, RATIOS
 from .samplers import PeerFigures, build_mlp_chain, build_peak, build_plain_ula
 from .train_steps import build_resnet_chain, build_train_conv, build_train_mlp, build_train_resnet
 
@@ -28,6 +30,7 @@ from .train_steps import build_resnet_chain, build_train_conv, build_train_mlp, 
 PEERS = (
     ("blackjax", "--blackjax-python", "--peer-script", "blackjax_mala.py"),
     ("torch_jem", "--torch-python", "--torch-script", "torch_jem.py"),
+    ("torch_gwg", "--torch-python", "--gwg-script", "torch_gwg.py"),
 )
 
 
@@ -38,20 +41,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test, < 60 s)")
     parser.add_argument(
         "--only",
-        help="comma-separated names or groups (mlp, conv, train, resnet, igebm, jem, peak)",
+        help="comma-separated names or groups "
+        "(mlp, conv, train, resnet, igebm, jem, discrete, peak)",
     )
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, 1 if --quick)")
     parser.add_argument("--out", help="also write the JSON lines to this file")
     parser.add_argument(
-        "--peers", help="folder holding the peer scripts (blackjax_mala.py, torch_jem.py)"
+        "--peers",
+        help="folder holding the peer scripts (blackjax_mala.py, torch_jem.py, torch_gwg.py)",
     )
     parser.add_argument("--blackjax-python", help="python of a venv with blackjax, for the peer")
     parser.add_argument(
         "--peer-script", help="the blackjax peer (default: blackjax_mala.py in --peers)"
     )
-    parser.add_argument("--torch-python", help="python of a venv with torch, for the JEM peer")
+    parser.add_argument(
+        "--torch-python", help="python of a venv with torch, for the JEM and GWG peers"
+    )
     parser.add_argument(
         "--torch-script", help="the PyTorch JEM peer (default: torch_jem.py in --peers)"
+    )
+    parser.add_argument(
+        "--gwg-script", help="the PyTorch GWG peer (default: torch_gwg.py in --peers)"
     )
     return parser.parse_args(argv)
 
@@ -126,6 +136,10 @@ def builders(args: argparse.Namespace, sizes, scripts: dict[str, Path]) -> dict[
             build_jem(sizes, d, w, sizes["jem_batch"]) for d, w in sizes["jem_wrn"]
         ],
         "torch_jem": lambda: TorchFigures(args.torch_python, scripts["torch_jem"], sizes),
+        **{
+            name: functools.partial(build_discrete, sizes, *spec) for name, spec in DISCRETE.items()
+        },
+        "torch_gwg": lambda: TorchGWGFigures(args.torch_python, scripts["torch_gwg"], sizes),
     }
 
 

@@ -1,6 +1,6 @@
 """What the bench measures: the sizes (full and ``--quick``), figure names, groups and ratios."""
 
-__all__ = ["FULL", "GROUPS", "NAMES", "QUICK", "RATIOS"]
+__all__ = ["DISCRETE", "FULL", "GROUPS", "NAMES", "QUICK", "RATIOS"]
 
 FULL = {
     "peak_n": 4096,
@@ -45,6 +45,14 @@ FULL = {
     "jem_big_batch": 8,
     "jem_big_calls": 1,
     "torch_iters": 3,
+    # Discrete samplers on lattice Ising models (dense J): side -> (chains, steps). A 50 x 50
+    # step costs ~2 * 2500^2 multiply-adds per chain and evaluation, hence fewer chains and steps.
+    "ising": {10: (1024, 100), 50: (128, 20)},
+    "ising_sigma": 0.1,
+    "ising_calls": 2,
+    "gwg_temperature": 2.0,
+    "dmala_binary_step": 0.2,  # the reference's binary step s (its default); jaxebm's alpha = 2 s
+    "torch_gwg_warmup": 3,
 }
 QUICK = {
     **FULL,
@@ -77,6 +85,20 @@ QUICK = {
     "jem_big": (10, 2),
     "jem_big_batch": 2,
     "torch_iters": 1,
+    "ising": {10: (8, 3), 50: (2, 2)},
+    "ising_calls": 1,
+    "torch_gwg_warmup": 1,
+}
+# The discrete figures: name -> (variant, sampler, side) of ``discrete.build_discrete``.
+DISCRETE = {
+    f"{prefix}{sampler}_ising{side}": (variant, sampler, side)
+    for side in (10, 50)
+    for sampler in ("gwg", "dmala")
+    for variant, prefix in (
+        ("jaxebm", ""),
+        ("plain_jax", "plain_jax_"),
+        ("plain_jax_scan", "plain_jax_scan_"),
+    )
 }
 NAMES = (
     "peak",
@@ -100,6 +122,8 @@ NAMES = (
     "jem_small",
     "jem_big",
     "torch_jem",
+    *DISCRETE,
+    "torch_gwg",
 )
 GROUPS = {
     "mlp": ("mlp_ula", "mlp_mala", "plain_jax_ula", "blackjax"),
@@ -115,6 +139,7 @@ GROUPS = {
     "resnet": ("resnet_langevin", "train_resnet"),
     "igebm": ("resnet_igebm_langevin", "train_resnet_igebm"),
     "jem": ("jem_small", "torch_jem"),
+    "discrete": (*DISCRETE, "torch_gwg"),
 }
 # (name, numerator figure, denominator figure, target or None).
 RATIOS = (
@@ -132,4 +157,27 @@ RATIOS = (
     ("jem_wrn10_1_over_torch_channels_last", "jem_wrn10_1", "torch_jem_wrn10_1_cl", None),
     ("jem_wrn10_2_over_torch", "jem_wrn10_2", "torch_jem_wrn10_2", 1.0),
     ("jem_wrn10_2_over_torch_channels_last", "jem_wrn10_2", "torch_jem_wrn10_2_cl", None),
+    *(
+        ratio
+        for side in (10, 50)
+        for sampler in ("gwg", "dmala")
+        for ratio in (
+            (
+                f"{sampler}_ising{side}_over_plain_jax",
+                f"{sampler}_ising{side}",
+                f"plain_jax_{sampler}_ising{side}",
+                1.0,
+            ),
+            (
+                f"{sampler}_ising{side}_over_plain_jax_scan",
+                f"{sampler}_ising{side}",
+                f"plain_jax_scan_{sampler}_ising{side}",
+                None,
+            ),
+        )
+    ),
+    *(
+        (f"gwg_ising{side}_over_torch", f"gwg_ising{side}", f"torch_gwg_ising{side}", None)
+        for side in (10, 50)
+    ),
 )
