@@ -15,6 +15,7 @@ import optax
 import jaxebm
 from experiments.datasets import (  # the data builders, importable from here too
     DATASETS,
+    DISCRETE_NAMES,
     TEXT_NAMES,
     Dataset,
     make_dataset,
@@ -118,6 +119,11 @@ def make_energy(config: ml_collections.ConfigDict, dataset: Dataset) -> Model:
             num_heads=int(model.num_heads),
         )
         return Model(module, jaxebm.energy.from_module(module), None, False, None)
+    if name == "ising":
+        if dataset.coupling is None:
+            raise ValueError("the ising model learns a lattice's couplings: use a lattice set")
+        module = jaxebm.nets.IsingEnergy(num_sites=int(dataset.event_shape[0]))
+        return Model(module, jaxebm.energy.from_module(module), None, False, None)
     if name == "mlp":
         if conditional:
             raise ValueError("the mlp model is unconditional: set model.conditional=False")
@@ -187,9 +193,10 @@ def make_sampler(config: ml_collections.ConfigDict) -> Callable:
 
 
 def make_noise_fn(config: ml_collections.ConfigDict) -> Callable:
-    """Fresh chains: uniform over ``[buffer.init_low, buffer.init_high]``; for text, one-hot
-    tokens drawn independently from the training unigram frequencies (``buffer.token_init``)."""
-    if config.data.name in TEXT_NAMES:
+    """Fresh chains: uniform over ``[buffer.init_low, buffer.init_high]``; for the discrete sets,
+    one-hot tokens drawn independently from the training unigram frequencies (or uniform:
+    ``buffer.token_init``)."""
+    if config.data.name in DISCRETE_NAMES:
         frequencies = token_frequencies(config)
         probs = frequencies if config.buffer.token_init == "unigram" else None
         return jaxebm.replay.token_noise(len(frequencies), probs=probs, one_hot=True)
@@ -224,6 +231,13 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
         tx = optax.adamw(learning_rate, b1=optim.b1, b2=optim.b2)
     else:
         tx = optax.sgd(learning_rate, momentum=optim.b1)
+    if optim.l1_coeff:
+        # The (sub)gradient of l1_coeff * sum |theta|, as GWG's and DLP's coupling learning add.
+        l1 = float(optim.l1_coeff)
+        tx = optax.chain(
+            optax.stateless(lambda g, p: jax.tree.map(lambda g, p: g + l1 * jnp.sign(p), g, p)),
+            tx,
+        )
     if optim.grad_clip_norm:
         tx = optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), tx)
     if config.recovery.enabled:
@@ -318,11 +332,12 @@ def make_negatives(config: ml_collections.ConfigDict, model: Model):
         noise_fn=noise_fn,
         num_classes=model.num_classes if model.conditional else None,
     )
-    if loss.completion_fraction:  # completion chains of images; off in the IGEBM recipe
+    if loss.completion_fraction:  # completion chains of images or text; off in the IGEBM recipe
+        is_text = config.data.name in TEXT_NAMES
         source = jaxebm.negatives.with_completions(
             source,
             fraction=float(loss.completion_fraction),
-            mask_fn=jaxebm.tasks.random_masks,
+            mask_fn=jaxebm.data.text.span_masks if is_text else jaxebm.tasks.random_masks,
             noise_fn=noise_fn,
             num_steps=loss.completion_steps or None,
         )

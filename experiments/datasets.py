@@ -11,11 +11,13 @@ import ml_collections
 import numpy as np
 
 import jaxebm
-from jaxebm.data import digits, text, toy
+from jaxebm.data import digits, lattice, text, toy
 from jaxebm.data import tfds as tfds_data
 
 __all__ = [
     "DATASETS",
+    "DISCRETE_NAMES",
+    "LATTICE_NAMES",
     "TEXT_NAMES",
     "Dataset",
     "make_dataset",
@@ -25,7 +27,9 @@ __all__ = [
 ]
 
 TEXT_NAMES = ("pydoc",)  # token sequences (one-hot [L, V] examples)
-DATASETS = (*toy.NAMES, "digits", *TEXT_NAMES, *tfds_data.NAMES)
+LATTICE_NAMES = ("ising",)  # spins of a lattice model with known couplings (one-hot [L, 2])
+DISCRETE_NAMES = (*TEXT_NAMES, *LATTICE_NAMES)  # one-hot states: the discrete samplers' sets
+DATASETS = (*toy.NAMES, "digits", *DISCRETE_NAMES, *tfds_data.NAMES)
 
 
 class Dataset(NamedTuple):
@@ -41,6 +45,8 @@ class Dataset(NamedTuple):
       num_classes: Number of classes of labelled data (``"y"`` in the splits), else ``None``.
       tokenizer: A text set's ``jaxebm.data.text.Tokenizer``, else ``None``. Its splits hold
         integer ``"tokens" [N, L]``; :func:`train_batch` gives the step one-hot ``"x" [B, L, V]``.
+      coupling: A lattice set's true couplings ``J [L, L]`` (what training should recover),
+        else ``None``. Its splits hold one-hot spins ``"x" [N, L, 2]``.
     """
 
     train: Any
@@ -50,6 +56,7 @@ class Dataset(NamedTuple):
     log_density: Callable[[Any], Any] | None
     num_classes: int | None = None
     tokenizer: Any = None
+    coupling: np.ndarray | None = None
 
     @property
     def vocab_size(self) -> int | None:
@@ -104,6 +111,8 @@ def make_dataset(config: ml_collections.ConfigDict) -> Dataset:
             log_density=None,
             tokenizer=tokenizer,
         )
+    if name in LATTICE_NAMES:
+        return _lattice_dataset(config)
     if name in tfds_data.NAMES:
         # Training reads lazily (only each step's examples are decoded); the first data.num_test
         # test examples are held in memory for evaluation.
@@ -131,6 +140,39 @@ def quantization_levels(name: str) -> int | None:
     return None
 
 
+@functools.lru_cache(maxsize=2)
+def _ising_splits(
+    side: int, sigma: float, num_train: int, num_test: int, sweeps: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    coupling = lattice.lattice_coupling(side, sigma)
+    key_train, key_test = jax.random.split(jax.random.key(seed))
+    draw = functools.partial(lattice.ising_samples, coupling=coupling, num_sweeps=sweeps)
+    return draw(key_train, num=num_train), draw(key_test, num=num_test), coupling
+
+
+def _lattice_dataset(config: ml_collections.ConfigDict) -> Dataset:
+    """Samples of a ``data.lattice_side``-square periodic Ising lattice with couplings
+    ``data.lattice_sigma`` (``jaxebm.data.lattice``): each the end of its own chain of
+    ``data.gibbs_sweeps`` exact Gibbs sweeps, fixed by ``data.seed``."""
+    data = config.data
+    train, test, coupling = _ising_splits(
+        int(data.lattice_side),
+        float(data.lattice_sigma),
+        int(data.num_train),
+        int(data.num_test),
+        int(data.gibbs_sweeps),
+        int(data.seed),
+    )
+    return Dataset(
+        train={"x": train},
+        test={"x": test},
+        event_shape=train.shape[1:],
+        bounds=None,
+        log_density=None,
+        coupling=coupling,
+    )
+
+
 @functools.lru_cache(maxsize=4)
 def _token_frequencies(name: str, seq_length: int) -> np.ndarray:
     tokenizer = text.pydoc_tokenizer()
@@ -139,8 +181,12 @@ def _token_frequencies(name: str, seq_length: int) -> np.ndarray:
 
 
 def token_frequencies(config: ml_collections.ConfigDict) -> np.ndarray:
-    """A text set's unigram frequencies ``[V]`` over its training windows (fresh chains' tokens
-    with ``buffer.token_init = "unigram"``)."""
+    """A discrete set's unigram frequencies ``[V]`` over its training examples (fresh chains'
+    tokens with ``buffer.token_init = "unigram"``): characters of text, spin values of a
+    lattice."""
+    if config.data.name in LATTICE_NAMES:
+        spins = make_dataset(config).train["x"]
+        return spins.reshape(-1, spins.shape[-1]).mean(axis=0)
     return _token_frequencies(config.data.name, int(config.data.seq_length))
 
 

@@ -57,6 +57,10 @@ NEEDS: dict[str, Need] = {
     "tokens": Need(
         lambda dataset, model: dataset.tokenizer is not None, "token sequences (a text set)"
     ),
+    "lattice": Need(
+        lambda dataset, model: dataset.coupling is not None,
+        "a lattice set's true couplings (data.name='ising')",
+    ),
     "conditional": Need(
         lambda dataset, model: bool(model.conditional),
         "a class-conditional energy E(x, y) (model.conditional=True)",

@@ -30,11 +30,12 @@ from experiments import (
     eval_classes,
     eval_images,
     eval_jem,
+    eval_lattice,
     eval_text,
     eval_toy,
     rundir,
 )
-from experiments.datasets import TEXT_NAMES
+from experiments.datasets import LATTICE_NAMES, TEXT_NAMES
 from experiments.eval_common import NEEDS, Run, make_run
 from experiments.options import ATTACK_NORMS, check, choose, is_counts, non_negative, positive
 from experiments.state import restore_run
@@ -79,6 +80,7 @@ TASKS = {  # name -> Task; `--task` and `eval.tasks` choose among them
     "text_samples": Task(eval_text.samples, ("tokens",)),
     "text_ranking": Task(eval_text.ranking, ("tokens",)),
     "infill": Task(eval_text.infill, ("tokens",)),
+    "couplings": Task(eval_lattice.couplings, ("lattice",)),
 }
 
 # Curves of metrics.png, by the kind of run.
@@ -201,10 +203,12 @@ def _config_needs(config) -> dict[str, bool]:
     """What the run of ``config`` will offer the evaluation tasks (``eval_common.NEEDS``)."""
     is_points = config.data.name in toy.NAMES
     is_text = config.data.name in TEXT_NAMES
+    is_lattice = config.data.name in LATTICE_NAMES
     return {
         "points": is_points,
-        "images": not (is_points or is_text),
+        "images": not (is_points or is_text or is_lattice),
         "tokens": is_text,
+        "lattice": is_lattice,
         "conditional": config.model.name == "resnet" and bool(config.model.conditional),
         "classifier": config.model.name == "wideresnet",
     }

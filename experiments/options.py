@@ -31,7 +31,7 @@ __all__ = [
 
 SAMPLERS = ("langevin", "mala", "hmc", "gwg", "dmala", "dula")
 DISCRETE_SAMPLERS = ("gwg", "dmala", "dula")  # one-hot states: text
-MODELS = ("mlp", "resnet", "conv", "wideresnet", "transformer")
+MODELS = ("mlp", "resnet", "conv", "wideresnet", "transformer", "ising")
 OBJECTIVES = ("cd", "jem", "icd")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "piecewise")

@@ -10,12 +10,11 @@ import ml_collections
 import jaxebm
 from experiments.configs import base as base_config
 from experiments.configs.base import SECTIONS
-from experiments.datasets import DATASETS, TEXT_NAMES, quantization_levels
+from experiments.datasets import DATASETS, LATTICE_NAMES, quantization_levels
 from experiments.evaluate import check_eval_config
 from experiments.options import (
     ACTIVATIONS,
     CLIP_MODES,
-    DISCRETE_SAMPLERS,
     LOSS_FIELDS,
     MODEL_FIELDS,
     MODELS,
@@ -24,7 +23,6 @@ from experiments.options import (
     SAMPLER_FIELDS,
     SAMPLERS,
     SCHEDULES,
-    TOKEN_INITS,
     check,
     choose,
     is_counts,
@@ -33,6 +31,7 @@ from experiments.options import (
     positive,
     same,
 )
+from experiments.validation_discrete import check_discrete
 from jaxebm.data import digits, toy
 from jaxebm.data import tfds as tfds_data
 
@@ -102,7 +101,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         if not positive(value):
             raise ValueError(f"{name} must be > 0, got {value}")
     _check_data(config)
-    _check_text(config)
+    check_discrete(config)
     _check_model(config)
     _check_sampler(config)
     _check_buffer(config)
@@ -119,7 +118,7 @@ def _check_data(config: ml_collections.ConfigDict) -> None:
     is_points = name in toy.NAMES
     check(data, "data.num_test", positive, "> 0")
     check(data, "data.seed", non_negative, ">= 0 (a NumPy seed)")
-    if is_points:
+    if is_points or name in LATTICE_NAMES:
         check(data, "data.num_train", positive, "> 0")
         if config.train.batch_size > data.num_train:
             raise ValueError(
@@ -128,7 +127,7 @@ def _check_data(config: ml_collections.ConfigDict) -> None:
             )
     elif not same(data.num_train, default.num_train):
         raise ValueError(
-            f"data.num_train applies to the 2-D sets only; the image set {name!r} trains on its "
+            f"data.num_train applies to the 2-D and lattice sets only; {name!r} trains on its "
             f"whole train split: leave data.num_train at {default.num_train}, got {data.num_train}"
         )
     if name == "digits" and not same(data.num_test, default.num_test):
@@ -212,6 +211,8 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
         )
         check(model, "model.quadratic", non_negative, ">= 0 (exp(-E) must stay normalisable)")
         return
+    if name == "ising":
+        return  # its size is the lattice's (check_discrete pairs it with a lattice set)
     if name == "transformer":
         for field in ("width", "num_layers", "num_heads"):
             check(model, f"model.{field}", positive, "> 0")
@@ -356,6 +357,7 @@ def _check_optim(config: ml_collections.ConfigDict) -> None:
     )
     check(optim, "optim.decay_factor", positive, "> 0 (the rate is multiplied by it)")
     check(optim, "optim.grad_clip_norm", non_negative, ">= 0 (0: off)")
+    check(optim, "optim.l1_coeff", non_negative, ">= 0 (0: off)")
 
 
 def _check_train(config: ml_collections.ConfigDict) -> None:
@@ -391,56 +393,3 @@ def _check_recovery(config: ml_collections.ConfigDict) -> None:
     check(recovery, "recovery.max_nonfinite", positive, ">= 1")
     check(recovery, "recovery.lr_factor", lambda f: is_number(f) and 0 < f <= 1, "in (0, 1]")
     check(recovery, "recovery.max_rollbacks", non_negative, ">= 0")
-
-
-def _check_text(config: ml_collections.ConfigDict) -> None:
-    """Text sets pair with the transformer, a discrete sampler and plain contrastive divergence;
-    the text fields stay at their defaults elsewhere."""
-    default = base_config.get_config()
-    is_text = config.data.name in TEXT_NAMES
-    pairs = [
-        ("model.name", config.model.name, config.model.name == "transformer", "'transformer'"),
-        (
-            "sampler.name",
-            config.sampler.name,
-            config.sampler.name in DISCRETE_SAMPLERS,
-            " or ".join(map(repr, DISCRETE_SAMPLERS)),
-        ),
-    ]
-    for field, value, is_discrete, expected in pairs:
-        if is_text and not is_discrete:
-            raise ValueError(
-                f"data.name={config.data.name!r} gives token sequences: {field} must be "
-                f"{expected}, got {value!r}"
-            )
-        if is_discrete and not is_text:
-            raise ValueError(
-                f"{field}={value!r} is for token sequences; data.name={config.data.name!r} is not "
-                f"a text set ({', '.join(TEXT_NAMES)}): choose another {field}"
-            )
-    if not is_text:
-        for section, field in (("data", "seq_length"), ("buffer", "token_init")):
-            if not same(config[section][field], default[section][field]):
-                raise ValueError(
-                    f"{section}.{field} applies to the text sets ({', '.join(TEXT_NAMES)}) "
-                    f"only: leave it at {default[section][field]!r}, got "
-                    f"{config[section][field]!r}"
-                )
-        return
-    check(config.data, "data.seq_length", lambda n: positive(n) and n >= 2, ">= 2 tokens")
-    choose("buffer.token_init", "fresh-chain tokens", config.buffer.token_init, TOKEN_INITS)
-    if config.loss.objective != "cd":
-        raise ValueError(
-            f"loss.objective must be 'cd' on token sequences, got {config.loss.objective!r}"
-        )
-    for field, value, off in (
-        ("loss.data_noise", config.loss.data_noise, 0.0),
-        ("loss.completion_fraction", config.loss.completion_fraction, 0.0),
-        ("sampler.global_moves", config.sampler.global_moves, False),
-        ("sampler.bounds", config.sampler.bounds, None),
-    ):
-        if value != off:
-            raise ValueError(
-                f"{field} is for continuous data; one-hot token states take none: set it to "
-                f"{off!r}, got {value!r}"
-            )

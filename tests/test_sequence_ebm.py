@@ -129,3 +129,30 @@ def test_pydoc_quick_trains_and_evaluates(tmp_path):
         "energy_fresh_chains",
         "energy_noise",
     }
+
+
+def test_a_buffer_of_another_vocabulary_is_refused_when_the_step_is_traced():
+    # The chains hold 6 token values, the data and the energy 5: the step's boundary check says
+    # so before anything is traced or compiled (and before any state changes).
+    module = jaxebm.nets.TransformerEnergy(
+        vocab_size=VOCAB, length=LENGTH, width=8, depth=1, num_heads=2
+    )
+    source = negatives.persistent(
+        BATCH, reinit_prob=0.1, noise_fn=jaxebm.replay.token_noise(VOCAB + 1)
+    )
+    tx = optax.adam(1e-2)
+    params = module.init(jax.random.key(0), jnp.zeros((1, LENGTH, VOCAB)))
+    buffer = source.init(jax.random.key(1), (LENGTH, VOCAB + 1))
+    state = jaxebm.TrainState.create(params, tx, buffer, jax.random.key(2))
+    step = jaxebm.train.make_step(
+        objectives.contrastive(jaxebm.from_module(module)),
+        tx,
+        negatives=source,
+        sampler=jaxebm.samplers.gibbs_with_gradients,
+        num_chain_steps=1,
+    )
+    mesh = parallel.make_mesh(1)
+    step = parallel.data_parallel(step, mesh)
+    message = r"data shape does not match the model input: expected \[B, 6, 6\], got \[8, 6, 5\]"
+    with pytest.raises(ValueError, match=message):
+        step(parallel.shard_state(state, mesh), parallel.shard_batch(batch_at(0), mesh))

@@ -154,15 +154,36 @@ CASES = [
         "sampler.name=mala", "sampler.name must be 'gwg' or 'dmala' or 'dula'", "pydoc_pcd:quick"
     ),
     flag_case(
-        "loss.objective=icd", "loss.objective must be 'cd' on token sequences", "pydoc_pcd:quick"
+        "loss.objective=icd", "loss.objective must be 'cd' on one-hot states", "pydoc_pcd:quick"
     ),
     flag_case("loss.data_noise=0.1", "loss.data_noise is for continuous data", "pydoc_pcd:quick"),
     flag_case("buffer.token_init=zipf", "unknown fresh-chain tokens 'zipf'", "pydoc_pcd:quick"),
     flag_case("data.seq_length=1", "data.seq_length must be >= 2 tokens, got 1", "pydoc_pcd:quick"),
     flag_case("model.num_heads=3", "must be divisible by model.num_heads (3)", "pydoc_pcd:quick"),
-    flag_case("model.name=transformer", "model.name='transformer' is for token sequences"),
-    flag_case("sampler.name=gwg", "sampler.name='gwg' is for token sequences"),
+    flag_case("model.name=transformer", "model.name='transformer' is for the text sets (pydoc)"),
+    flag_case("sampler.name=gwg", "sampler.name='gwg' is for one-hot states"),
     flag_case("data.seq_length=32", "data.seq_length applies to the text sets (pydoc) only"),
+    # --- lattice spins (data.name='ising'): the Ising model, a discrete sampler ---------------
+    flag_case("model.name=ising", "model.name='ising' is for the lattice sets (ising)"),
+    flag_case(
+        "model.name=mlp",
+        "gives lattice spins: model.name must be 'ising', got 'mlp'",
+        "ising_pcd:quick",
+    ),
+    flag_case("sampler.name=hmc", "sampler.name must be 'gwg' or 'dmala'", "ising_pcd:quick"),
+    flag_case("data.lattice_side=1", "data.lattice_side must be an int >= 2", "ising_pcd:quick"),
+    flag_case("data.gibbs_sweeps=0", "data.gibbs_sweeps must be > 0", "ising_pcd:quick"),
+    flag_case(
+        "data.lattice_sigma=0.3",
+        "data.lattice_sigma applies to the lattice sets (ising) only",
+        "pydoc_pcd:quick",
+    ),
+    flag_case(
+        "train.batch_size=128",
+        "train.batch_size (128) must be at most data.num_train (64)",
+        "ising_pcd:quick",
+    ),
+    flag_case("optim.l1_coeff=-0.01", "optim.l1_coeff must be >= 0 (0: off), got -0.01"),
     flag_case("optim.learning_rate=0", "optim.learning_rate must be > 0, got 0"),
     flag_case("train.batch_size=0", "train.batch_size must be > 0, got 0"),
     flag_case("train.num_steps=0", "train.num_steps must be > 0, got 0"),
@@ -176,7 +197,7 @@ CASES = [
     flag_case("data.num_train=32", "train.batch_size (64) must be at most data.num_train (32)"),
     flag_case(
         "data.num_train=500",
-        "data.num_train applies to the 2-D sets only; the image set 'digits' trains on its whole",
+        "data.num_train applies to the 2-D and lattice sets only; 'digits' trains on its whole",
         "digits_igebm:quick",
     ),
     flag_case(

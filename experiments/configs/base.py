@@ -41,6 +41,9 @@ def _data() -> ml_collections.ConfigDict:
     data.target_domain = ""  # e.g. "inverted_noisy": domain adaptation (jaxebm.data.transfer)
     data.gen_on_source = False  # domain adaptation: the generative term on both domains
     data.seq_length = 64  # text sets only: tokens per window (pydoc: 6,242 training windows)
+    data.lattice_side = 10  # lattice sets only: a side x side periodic Ising lattice
+    data.lattice_sigma = 0.2  # lattice sets only: its coupling J_ij between neighbours
+    data.gibbs_sweeps = 1_000  # lattice sets only: exact Gibbs sweeps behind each sample
     return data
 
 
@@ -89,7 +92,7 @@ def _buffer() -> ml_collections.ConfigDict:
     buffer.reinit_prob = 0.01  # chains restarted from noise each step (IGEBM and JEM: 0.05)
     buffer.init_low = -4.5  # fresh chains: uniform over the 2-D plotting box; images: [-1, 1]
     buffer.init_high = 4.5
-    buffer.token_init = "unigram"  # text: fresh chains' tokens, "unigram" (the data's) or "uniform"
+    buffer.token_init = "unigram"  # discrete sets: fresh chains' tokens, "unigram" or "uniform"
     return buffer
 
 
@@ -122,6 +125,7 @@ def _optim() -> ml_collections.ConfigDict:
     optim.decay_steps = ()  # piecewise: steps where the rate is multiplied by decay_factor
     optim.decay_factor = 0.3  # JEM's x0.3 at 80% and 90% of training
     optim.grad_clip_norm = 0.0  # 0: off; > 0: optax.clip_by_global_norm
+    optim.l1_coeff = 0.0  # > 0: adds the gradient of l1_coeff * sum |params| (sparse couplings)
     return optim
 
 

@@ -2,6 +2,6 @@
 sets read without TensorFlow (``tfds``), host-side batching (``pipeline``), label scarcity /
 domain shift splits (``transfer``) and token sequences (``text``)."""
 
-from jaxebm.data import digits, pipeline, text, tfds, toy, transfer
+from jaxebm.data import digits, lattice, pipeline, text, tfds, toy, transfer
 
-__all__ = ["digits", "pipeline", "text", "tfds", "toy", "transfer"]
+__all__ = ["digits", "lattice", "pipeline", "text", "tfds", "toy", "transfer"]

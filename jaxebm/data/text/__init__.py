@@ -45,6 +45,7 @@ from jaxebm.data.text.ops import (
     corrupt,
     one_hot,
     shuffle_within,
+    span_masks,
     unigram,
 )
 from jaxebm.data.text.pydoc import (
@@ -91,4 +92,5 @@ __all__ = [
     "unigram",
     "shuffle_within",
     "corrupt",
+    "span_masks",
 ]

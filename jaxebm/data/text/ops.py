@@ -13,6 +13,7 @@ __all__ = [
     "unigram",
     "shuffle_within",
     "corrupt",
+    "span_masks",
 ]
 
 # ----------------------------------------------------------------------------------------------
@@ -114,3 +115,36 @@ def corrupt(key: PRNGKey, tokens: ArrayLike, *, rate: float | Array, vocab_size:
     # Shifting by 1..V-1 modulo V reaches each other id exactly once: uniform over the others.
     shift = jax.random.randint(key_shift, tokens.shape, 1, vocab_size, dtype=tokens.dtype)
     return jnp.where(where, (tokens + shift) % vocab_size, tokens)
+
+
+def span_masks(
+    key: PRNGKey, shape: tuple[int, ...], *, min_fraction: float = 0.125, max_fraction: float = 0.5
+) -> Array:
+    """One hidden span per sequence: masks ``[B, L, 1]`` (``True`` where hidden) for one-hot
+    batches of ``shape = [B, L, V]``, e.g. the completion chains of a sequence EBM
+    (``jaxebm.negatives.with_completions``), whose refills of real text become negatives.
+
+    Each span's length is uniform in ``[max(1, floor(min_fraction L)), max(1, floor(max_fraction
+    L))]`` and its start uniform over the places it fits. The trailing axis of 1 clamps whole
+    sites in ``jaxebm.samplers.masked``.
+
+    Example:
+      >>> import jax
+      >>> masks = span_masks(jax.random.key(0), (3, 16, 5))
+      >>> masks.shape, [int(n) for n in masks.sum(axis=(1, 2))]  # spans of 2 to 8 tokens
+      ((3, 16, 1), [3, 8, 4])
+    """
+    if len(shape) != 3:
+        raise ValueError(f"span_masks takes a one-hot batch shape [B, L, V], got {tuple(shape)}")
+    if not 0.0 < float(min_fraction) <= float(max_fraction) <= 1.0:
+        raise ValueError(
+            f"need 0 < min_fraction <= max_fraction <= 1, got {min_fraction} and {max_fraction}"
+        )
+    batch, length = int(shape[0]), int(shape[1])
+    low = max(1, int(min_fraction * length))
+    high = max(low, int(max_fraction * length))
+    key_length, key_start = jax.random.split(key)
+    spans = jax.random.randint(key_length, (batch, 1), low, high + 1)
+    starts = jnp.floor(jax.random.uniform(key_start, (batch, 1)) * (length - spans + 1))
+    positions = jnp.arange(length)[None, :]
+    return ((positions >= starts) & (positions < starts + spans))[..., None]
