@@ -5,8 +5,9 @@ Submodules: ``energy`` (energy functions and their combinators), ``nets`` (Flax 
 one-hot discrete states; chains), ``replay`` (persistent chains, token sequences too),
 ``losses``, ``objectives`` (what a step minimises), ``negatives`` (where its chains start),
 ``train`` (train state, step skeleton, recipes), ``parallel`` (data parallel over devices),
-``checkpoint`` (orbax), ``recovery`` (self-healing training), ``data``, ``tasks`` (what EBMs
-are for), ``metrics``, ``viz``; ``map_batches`` (a function over a large set in padded chunks).
+``checkpoint`` (orbax), ``recovery`` (self-healing training), ``residual`` (residual EBMs of
+language models), ``data``, ``tasks`` (what EBMs are for), ``metrics``, ``viz``;
+``map_batches`` (a function over a large set in padded chunks).
 """
 
 from jaxebm import (
@@ -21,6 +22,7 @@ from jaxebm import (
     parallel,
     recovery,
     replay,
+    residual,
     samplers,
     tasks,
     train,
@@ -58,6 +60,7 @@ __all__ = [
     "parallel",
     "recovery",
     "replay",
+    "residual",
     "samplers",
     "tasks",
     "train",

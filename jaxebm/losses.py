@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
+import jax
 import jax.numpy as jnp
 import optax
 
 from jaxebm.types import Array, ArrayLike
 
-__all__ = ["contrastive_divergence", "jem_loss"]
+__all__ = ["contrastive_divergence", "jem_loss", "nce"]
 
 
 def contrastive_divergence(
@@ -189,4 +192,66 @@ def jem_loss(
         "energy_pos": mean_pos,
         "energy_neg": mean_neg,
         "energy_gap": mean_neg - mean_pos,
+    }
+
+
+def nce(energy_pos: ArrayLike, energy_neg: ArrayLike) -> tuple[Array, dict[str, Array]]:
+    """Binary noise-contrastive estimation of a residual energy, with the noise as base model.
+
+    The model is ``P_noise(x) exp(-E(x))`` (a residual EBM: Deng et al. 2020 take a language
+    model as ``P_noise``) and the negatives are ``K`` samples of ``P_noise`` per example. The
+    classifier of Gutmann & Hyvärinen (2012, noise ratio ``nu = K``) has logit ``G(x) - log K``
+    with ``G = log P_model - log P_noise = -E(x)``: ``log P_noise`` cancels, so the loss needs no
+    likelihood of the noise. It is
+
+    ``-mean_i log sigmoid(-E(x+_i) - log K) - K mean_ij log(1 - sigmoid(-E(x-_ij) - log K))``
+    ``= mean_i softplus(E(x+_i) + log K) + K mean_ij softplus(-E(x-_ij) - log K)``,
+
+    i.e. the negative of their ``J_T`` (the sums over ``T_d = B`` data and ``T_n = K B`` noise
+    samples divided by ``T_d``). ``K = 1`` is Deng et al.'s ``softplus(E(x+)) + softplus(-E(x-))``.
+    The minimiser over all functions is ``exp(-E) = P_data / P_noise``: the model is
+    self-normalised there (``E`` holds ``log Z``, e.g. in its bias), which is why NCE needs no
+    partition function.
+
+    Args:
+      energy_pos: ``E(x+)`` of the data, ``[B]``.
+      energy_neg: ``E(x-)`` of the noise samples, ``[B, K]`` or flat ``[B * K]`` (``K`` is
+        the size over ``B``; which example a sample sits next to does not matter).
+
+    Returns:
+      The scalar loss and ``{"energy_pos", "energy_neg", "energy_gap", "accuracy"}``: the mean
+      energies, ``energy_gap = energy_neg - energy_pos``, and the share of the ``B (1 + K)``
+      samples the classifier puts on the right side of probability 1/2.
+
+    Raises:
+      ValueError: If ``energy_pos`` is not ``[B]``, or ``energy_neg`` is neither ``[B, K]`` nor
+        ``[B * K]`` for a whole ``K >= 1``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxebm
+      >>> loss, aux = jaxebm.losses.nce(jnp.zeros(2), jnp.zeros((2, 3)))  # a classifier at chance
+      >>> round(float(loss), 4), round(4 * float(jnp.log(4.0)) - 3 * float(jnp.log(3.0)), 4)
+      (2.2493, 2.2493)
+    """
+    energy_pos = jnp.asarray(energy_pos)
+    energy_neg = jnp.asarray(energy_neg)
+    if energy_pos.ndim != 1 or energy_pos.shape[0] < 1:
+        raise ValueError(f"energy_pos must be [B] with B >= 1, got shape {energy_pos.shape}")
+    size = energy_pos.shape[0]
+    num_noise = energy_neg.size // size
+    if num_noise < 1 or energy_neg.shape not in ((size, num_noise), (size * num_noise,)):
+        raise ValueError(
+            f"energy_neg must be [B, K] or [B * K] with K >= 1 noise samples per example, "
+            f"B = {size} (from energy_pos), got shape {energy_neg.shape}"
+        )
+    log_k = math.log(num_noise)
+    logit_pos, logit_neg = -energy_pos - log_k, -energy_neg - log_k
+    loss = jnp.mean(jax.nn.softplus(-logit_pos)) + num_noise * jnp.mean(jax.nn.softplus(logit_neg))
+    correct = jnp.sum(logit_pos > 0) + jnp.sum(logit_neg < 0)
+    mean_pos, mean_neg = jnp.mean(energy_pos), jnp.mean(energy_neg)
+    return loss, {
+        "energy_pos": mean_pos,
+        "energy_neg": mean_neg,
+        "energy_gap": mean_neg - mean_pos,
+        "accuracy": correct / (size * (1 + num_noise)),
     }
