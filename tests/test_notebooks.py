@@ -9,9 +9,9 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((pathlib.Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
 
-# The quickstart runs in every suite; the image and JEM notebooks (a minute or more each on 2
-# cores, mostly compilation) run in `make test-all`.
-SLOW = {"images.ipynb", "jem.ipynb"}
+# The quickstart runs in every suite; the image, JEM and text notebooks (a minute or more each on
+# 2 cores, mostly compilation) run in `make test-all`.
+SLOW = {"images.ipynb", "jem.ipynb", "text.ipynb"}
 
 
 @pytest.mark.parametrize(
@@ -36,4 +36,6 @@ def test_notebook_executes(path, monkeypatch):
 
 
 def test_notebooks_exist():
-    assert {"quickstart.ipynb", "images.ipynb", "jem.ipynb"} <= {path.name for path in NOTEBOOKS}
+    assert {"quickstart.ipynb", "images.ipynb", "jem.ipynb", "text.ipynb"} <= {
+        path.name for path in NOTEBOOKS
+    }
