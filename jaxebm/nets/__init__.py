@@ -1,6 +1,7 @@
 """Flax Linen networks that give energies or logits (no training logic)."""
 
 from jaxebm.nets.conv import Conv, ConvEnergy, conv
+from jaxebm.nets.gpt2 import GPT2, GPT2Config, load_gpt2
 from jaxebm.nets.lattice import (
     IsingEnergy,
     PottsEnergy,
@@ -16,6 +17,7 @@ from jaxebm.nets.wideresnet import WideResNet
 
 __all__ = ["MLPEnergy", "ResNetEnergy", "WideResNet", "Conv", "ConvEnergy", "conv", "leaky_relu"]
 __all__ += ["TransformerEnergy", "CausalLM", "token_log_likelihood"]
+__all__ += ["GPT2", "GPT2Config", "load_gpt2"]
 __all__ += [
     "PottsEnergy",
     "IsingEnergy",

@@ -41,6 +41,7 @@ from jaxebm.data.text.arithmetic import (
     arithmetic_tokenizer,
     is_correct,
 )
+from jaxebm.data.text.gpt2 import END_OF_TEXT, gpt2_tokenizer
 from jaxebm.data.text.ops import (
     corrupt,
     one_hot,
@@ -75,6 +76,8 @@ __all__ = [
     "char_tokenizer",
     "byte_tokenizer",
     "windows",
+    "END_OF_TEXT",
+    "gpt2_tokenizer",
     "PYDOC_SPLITS",
     "PYDOC_FRACTIONS",
     "pydoc_topics",
