@@ -3,18 +3,20 @@
 import pytest
 
 from experiments import builders, evaluate
-from jaxebm.data import text
+from jaxebm.data import lattice, text
 
 # One (dataset, model) per kind of run a config can build; nothing is trained or called.
 POINTS = builders.Dataset({}, {}, (2,), (-4.0, 4.0), None)
 IMAGES = builders.Dataset({}, {}, (8, 8, 1), (-1.0, 1.0), None, 10)
 TOKENS = builders.Dataset({}, {}, (16, 5), None, None, tokenizer=text.char_tokenizer("abcd"))
+SPINS = builders.Dataset({}, {}, (9, 2), None, None, coupling=lattice.lattice_coupling(3, 0.2))
 KINDS = {
     "toy": (POINTS, builders.Model(None, None, None, False, None)),
     "igebm": (IMAGES, builders.Model(None, None, None, False, None)),
     "igebm_conditional": (IMAGES, builders.Model(None, None, None, True, 10)),
     "jem": (IMAGES, builders.Model(None, None, None, False, 10, logits_fn=lambda v, x: x)),
     "text": (TOKENS, builders.Model(None, None, None, False, None)),
+    "lattice": (SPINS, builders.Model(None, None, None, False, None)),
 }
 EXPECTED = {
     "toy": ("density", "sample"),
@@ -40,6 +42,7 @@ EXPECTED = {
         "jem_samples",
     ),
     "text": ("text_samples", "text_ranking", "infill"),
+    "lattice": ("couplings",),
 }
 
 

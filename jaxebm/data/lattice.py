@@ -80,7 +80,7 @@ def ising_samples(
     Example:
       >>> import jax
       >>> x = ising_samples(jax.random.key(0), lattice_coupling(4, 0.2), 3, num_sweeps=10)
-      >>> x.shape, x.sum(-1).min()
+      >>> x.shape, float(x.sum(-1).min())
       ((3, 16, 2), 1.0)
     """
     coupling = np.asarray(coupling, np.float32)
