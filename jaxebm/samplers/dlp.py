@@ -75,6 +75,11 @@ def _one_minus_zero(x: Array, energy_grad: Array, step_size: Array | float) -> A
     return logits[..., 1] - logits[..., 0]
 
 
+def _binary_log_q(delta: Array, is_one: Array) -> Array:
+    """``log q`` per example of binary sites taking value 1 where ``is_one``, given ``delta``."""
+    return per_example_sum(jnp.where(is_one, jax.nn.log_sigmoid(delta), jax.nn.log_sigmoid(-delta)))
+
+
 def _propose(key: PRNGKey, x: Array, energy_grad: Array, step_size) -> tuple[Array, Array]:
     """A draw ``x' ~ q(. | x)`` and ``log q(x' | x)`` per example, one uniform per site (inverse
     CDF: value ``k`` where the uniform first falls below the CDF)."""
@@ -82,8 +87,7 @@ def _propose(key: PRNGKey, x: Array, energy_grad: Array, step_size) -> tuple[Arr
         delta = _one_minus_zero(x, energy_grad, step_size)
         is_one = jax.random.uniform(key, delta.shape, delta.dtype) >= jax.nn.sigmoid(-delta)
         x_new = jnp.stack([~is_one, is_one], axis=-1).astype(x.dtype)
-        log_q = jnp.where(is_one, jax.nn.log_sigmoid(delta), jax.nn.log_sigmoid(-delta))
-        return x_new, per_example_sum(log_q)
+        return x_new, _binary_log_q(delta, is_one)
     log_q = log_softmax_values(proposal_logits(x, energy_grad, step_size))
     x_new = jax.nn.one_hot(categorical_values(key, log_q), x.shape[-1], dtype=x.dtype)
     return x_new, per_example_sum(x_new * log_q)  # the drawn value's log-probability per site
@@ -92,11 +96,7 @@ def _propose(key: PRNGKey, x: Array, energy_grad: Array, step_size) -> tuple[Arr
 def _log_proposal(x: Array, x_from: Array, grad_from: Array, step_size) -> Array:
     """``log q(x | x_from)`` per example, ``[B]``."""
     if x.shape[-1] == 2:
-        delta = _one_minus_zero(x_from, grad_from, step_size)
-        is_one = x[..., 1] > 0.5
-        return per_example_sum(
-            jnp.where(is_one, jax.nn.log_sigmoid(delta), jax.nn.log_sigmoid(-delta))
-        )
+        return _binary_log_q(_one_minus_zero(x_from, grad_from, step_size), x[..., 1] > 0.5)
     log_q = log_softmax_values(proposal_logits(x_from, grad_from, step_size))
     return per_example_sum(x * log_q)
 
