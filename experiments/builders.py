@@ -117,6 +117,7 @@ def make_energy(config: ml_collections.ConfigDict, dataset: Dataset) -> Model:
             width=int(model.width),
             depth=int(model.num_layers),
             num_heads=int(model.num_heads),
+            neighbour_coupling=bool(model.neighbour_coupling),
         )
         return Model(module, jaxebm.energy.from_module(module), None, False, None)
     if name == "ising":

@@ -58,6 +58,7 @@ MODEL_FIELDS = {
     "width": ("transformer",),
     "num_layers": ("transformer",),
     "num_heads": ("transformer",),
+    "neighbour_coupling": ("transformer",),
 }
 SAMPLER_FIELDS = {
     "noise_scale": ("langevin",),

@@ -221,6 +221,7 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
                 f"model.width ({model.width}) must be divisible by model.num_heads "
                 f"({model.num_heads}): each head gets width / num_heads features"
             )
+        check(model, "model.neighbour_coupling", lambda v: isinstance(v, bool), "True or False")
         return
     choose("model.activation", "activation", model.activation, ACTIVATIONS)
     if name == "wideresnet":

@@ -128,6 +128,25 @@ def test_energy_dropout_is_off_by_default():
     assert not np.allclose(dropped, apply(params, x))
 
 
+def test_neighbour_coupling_adds_the_hand_computed_bigram_energy():
+    module, params, apply = energy_setup()
+    coupled = TransformerEnergy(**CONFIG, neighbour_coupling=True)
+    rng = np.random.default_rng(3)
+    coupling, field = rng.standard_normal((VOCAB, VOCAB)), rng.standard_normal(VOCAB)
+    variables = {"params": {**params["params"], "coupling": coupling, "field": field}}
+    x = np.asarray(tokens())
+    expected = np.asarray(apply(params, x)) - [
+        sum(coupling[row[t], row[t + 1]] for t in range(LENGTH - 1)) + field[row].sum()
+        for row in x
+    ]
+    np.testing.assert_allclose(jax.jit(coupled.apply)(variables, x), expected, rtol=1e-5)
+    # Both start at 0, so an initialised model has the network's energy alone.
+    shapes = jax.eval_shape(coupled.init, jax.random.key(0), x)["params"]
+    assert shapes["coupling"].shape == (VOCAB, VOCAB) and shapes["field"].shape == (VOCAB,)
+    initial = coupled.init(jax.random.key(0), x)["params"]
+    assert not np.any(initial["coupling"]) and not np.any(initial["field"])
+
+
 # ----------------------------------------------------------------------------------------------
 # CausalLM.
 

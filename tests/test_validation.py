@@ -160,6 +160,10 @@ CASES = [
     flag_case("buffer.token_init=zipf", "unknown fresh-chain tokens 'zipf'", "pydoc_pcd:quick"),
     flag_case("data.seq_length=1", "data.seq_length must be >= 2 tokens, got 1", "pydoc_pcd:quick"),
     flag_case("model.num_heads=3", "must be divisible by model.num_heads (3)", "pydoc_pcd:quick"),
+    flag_case(
+        "model.neighbour_coupling=True",
+        "model.neighbour_coupling applies to model.name='transformer' only",
+    ),
     flag_case("model.name=transformer", "model.name='transformer' is for the text sets (pydoc)"),
     flag_case("sampler.name=gwg", "sampler.name='gwg' is for one-hot states"),
     flag_case("data.seq_length=32", "data.seq_length applies to the text sets (pydoc) only"),

@@ -67,6 +67,7 @@ def _model() -> ml_collections.ConfigDict:
     model.width = 64
     model.num_layers = 2
     model.num_heads = 4
+    model.neighbour_coupling = False  # transformer: plus a learned bigram (Potts chain) energy
     return model
 
 
