@@ -136,8 +136,7 @@ def test_neighbour_coupling_adds_the_hand_computed_bigram_energy():
     variables = {"params": {**params["params"], "coupling": coupling, "field": field}}
     x = np.asarray(tokens())
     expected = np.asarray(apply(params, x)) - [
-        sum(coupling[row[t], row[t + 1]] for t in range(LENGTH - 1)) + field[row].sum()
-        for row in x
+        sum(coupling[row[t], row[t + 1]] for t in range(LENGTH - 1)) + field[row].sum() for row in x
     ]
     np.testing.assert_allclose(jax.jit(coupled.apply)(variables, x), expected, rtol=1e-5)
     # Both start at 0, so an initialised model has the network's energy alone.
