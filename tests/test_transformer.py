@@ -1,4 +1,5 @@
-"""TransformerEnergy and CausalLM: shapes, one-hot = tokens, independence, causality."""
+"""TransformerEnergy, TransformerClassifier and CausalLM: shapes, one-hot = tokens, independence,
+causality."""
 
 import functools
 import itertools
@@ -8,9 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxebm.nets import CausalLM, TransformerEnergy, token_log_likelihood
+from jaxebm.energy import from_logits
+from jaxebm.nets import CausalLM, TransformerClassifier, TransformerEnergy, token_log_likelihood
 
 VOCAB, LENGTH, WIDTH, DEPTH, HEADS, MLP_RATIO = 5, 6, 16, 2, 2, 2.0
+CLASSES = 3
 CONFIG = dict(
     vocab_size=VOCAB,
     length=LENGTH,
@@ -44,6 +47,13 @@ def energy_setup(pooling="mean"):
 def lm_setup(vocab_size=VOCAB, length=LENGTH):
     module = CausalLM(**{**CONFIG, "vocab_size": vocab_size, "length": length})
     params = init_params(module, tokens(vocab_size=vocab_size, length=length))
+    return module, params, jax.jit(module.apply)
+
+
+@functools.cache
+def classifier_setup(pooling="mean"):
+    module = TransformerClassifier(**CONFIG, num_classes=CLASSES, pooling=pooling)
+    params = init_params(module, tokens())
     return module, params, jax.jit(module.apply)
 
 
@@ -144,6 +154,69 @@ def test_neighbour_coupling_adds_the_hand_computed_bigram_energy():
     assert shapes["coupling"].shape == (VOCAB, VOCAB) and shapes["field"].shape == (VOCAB,)
     initial = coupled.init(jax.random.key(0), x)["params"]
     assert not np.any(initial["coupling"]) and not np.any(initial["field"])
+
+
+# ----------------------------------------------------------------------------------------------
+# TransformerClassifier.
+
+
+@pytest.mark.parametrize("pooling", ["mean", "token"])
+def test_classifier_shapes_one_hot_input_and_parameter_count(pooling):
+    module, params, apply = classifier_setup(pooling)
+    x = tokens()
+    logits = apply(params, x)
+    assert logits.shape == (4, CLASSES) and logits.dtype == jnp.float32
+    np.testing.assert_array_equal(apply(params, jax.nn.one_hot(x, VOCAB)), logits)
+    assert apply(params, x[:, :3]).shape == (4, CLASSES)
+    # The energy's encoder, parameter for parameter, and a head of C outputs.
+    _, energy_params, _ = energy_setup(pooling)
+    shapes = lambda tree: jax.tree.map(jnp.shape, {k: v for k, v in tree.items() if k != "head"})
+    assert shapes(params["params"]) == shapes(energy_params["params"])
+    assert count(params) == count(energy_params) - (WIDTH + 1) + (WIDTH * CLASSES + CLASSES)
+    assert count(params) == (4_707 if pooling == "mean" else 4_723)
+
+
+def test_classifier_examples_are_independent():
+    _, params, apply = classifier_setup()
+    x = tokens()
+    logits = np.asarray(apply(params, x))
+    changed = np.asarray(apply(params, x.at[1].set((x[1] + 1) % VOCAB)))
+    assert np.abs(changed[1] - logits[1]).max() > 1e-6
+    np.testing.assert_allclose(changed[[0, 2, 3]], logits[[0, 2, 3]], rtol=1e-6)
+    np.testing.assert_allclose(apply(params, x[2:3]), logits[2:3], rtol=1e-6, atol=1e-7)
+
+
+def test_classifier_logits_give_the_jem_energy_and_its_input_gradient():
+    module, params, apply = classifier_setup()
+    x = tokens()
+    logits = np.asarray(apply(params, x), np.float64)
+    energy_fn = from_logits(module)
+    np.testing.assert_allclose(
+        energy_fn(params, x), -np.log(np.exp(logits).sum(-1)), rtol=1e-5, atol=1e-6
+    )
+    labels = jnp.array([0, 2, 1, 2])
+    np.testing.assert_allclose(
+        energy_fn(params, x, labels), -logits[np.arange(4), labels], rtol=1e-6
+    )
+    one_hot = jax.nn.one_hot(x, VOCAB)
+    grad = jax.jit(jax.grad(lambda z: jnp.sum(energy_fn(params, z))))(one_hot)
+    assert grad.shape == (4, LENGTH, VOCAB)
+    assert np.all(np.isfinite(grad)) and np.all(np.abs(grad).sum(-1) > 0)
+
+
+def test_classifier_errors_and_dropout_off_by_default():
+    _, params, apply = classifier_setup()
+    x = tokens()
+    noisy = TransformerClassifier(**CONFIG, num_classes=CLASSES, dropout=0.5)
+    np.testing.assert_array_equal(jax.jit(noisy.apply)(params, x), apply(params, x))
+    with pytest.raises(ValueError, match="TransformerClassifier needs num_classes >= 2, got 1"):
+        TransformerClassifier(**CONFIG, num_classes=1).init(jax.random.key(0), x)
+    with pytest.raises(
+        ValueError, match=r'TransformerClassifier pooling must be "mean" or "token"'
+    ):
+        TransformerClassifier(**CONFIG, num_classes=2, pooling="max").init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match=r"TransformerClassifier takes integer tokens \[B, L\]"):
+        apply(params, jnp.zeros((4, LENGTH)))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,11 +12,16 @@ from jaxebm.nets.lattice import (
 )
 from jaxebm.nets.mlp import MLPEnergy
 from jaxebm.nets.resnet import ResNetEnergy, leaky_relu
-from jaxebm.nets.transformer import CausalLM, TransformerEnergy, token_log_likelihood
+from jaxebm.nets.transformer import (
+    CausalLM,
+    TransformerClassifier,
+    TransformerEnergy,
+    token_log_likelihood,
+)
 from jaxebm.nets.wideresnet import WideResNet
 
 __all__ = ["MLPEnergy", "ResNetEnergy", "WideResNet", "Conv", "ConvEnergy", "conv", "leaky_relu"]
-__all__ += ["TransformerEnergy", "CausalLM", "token_log_likelihood"]
+__all__ += ["TransformerEnergy", "TransformerClassifier", "CausalLM", "token_log_likelihood"]
 __all__ += ["GPT2", "GPT2Config", "load_gpt2"]
 __all__ += [
     "PottsEnergy",

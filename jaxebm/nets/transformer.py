@@ -1,4 +1,5 @@
-"""TransformerEnergy and CausalLM: pre-LayerNorm transformers over token sequences."""
+"""TransformerEnergy, TransformerClassifier and CausalLM: pre-LayerNorm transformers over token
+sequences."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import jax.numpy as jnp
 
 from jaxebm.types import Array, ArrayLike, Params
 
-__all__ = ["TransformerEnergy", "CausalLM", "token_log_likelihood"]
+__all__ = ["TransformerEnergy", "TransformerClassifier", "CausalLM", "token_log_likelihood"]
 
 # Token, position, BOS and summary embeddings start as N(0, 0.02^2), as GPT-2 and BERT do.
 _EMBED_INIT = nn.initializers.normal(stddev=0.02)
@@ -113,6 +114,25 @@ class _Stack(nn.Module):
         return nn.LayerNorm(name="final_norm")(h)
 
 
+def _encode(module: nn.Module, x: ArrayLike, deterministic: bool) -> tuple[Array, Array]:
+    """The bidirectional encoder of ``TransformerEnergy`` and ``TransformerClassifier``, run in
+    ``module``'s compact ``__call__`` (so its parameters are the module's own): the one-hot input
+    ``[B, L, V]`` and the pooled features ``[B, D]``."""
+    _check_config(module)
+    name = type(module).__name__
+    if module.pooling not in ("mean", "token"):
+        raise ValueError(f'{name} pooling must be "mean" or "token", got {module.pooling!r}')
+    one_hot = _as_one_hot(x, module.vocab_size, module.length, name)
+    h = _Embed(module.vocab_size, module.length, module.width, name="embed")(one_hot)
+    if module.pooling == "token":
+        summary = module.param("summary_token", _EMBED_INIT, (module.width,))
+        start = jnp.broadcast_to(summary[None, None], (h.shape[0], 1, module.width))
+        h = jnp.concatenate([start, h], axis=1)
+    stack = _Stack(module.depth, module.num_heads, module.mlp_ratio, module.dropout, name="encoder")
+    h = stack(h, None, deterministic)
+    return one_hot, h[:, 0] if module.pooling == "token" else jnp.mean(h, axis=1)
+
+
 class TransformerEnergy(nn.Module):
     """Energies ``[B]`` of token sequences: one-hot ``[B, L, V]`` (float) or integer ``[B, L]``.
 
@@ -167,21 +187,7 @@ class TransformerEnergy(nn.Module):
 
     @nn.compact
     def __call__(self, x: ArrayLike, *, deterministic: bool = True) -> Array:
-        _check_config(self)
-        if self.pooling not in ("mean", "token"):
-            raise ValueError(
-                f'TransformerEnergy pooling must be "mean" or "token", got {self.pooling!r}'
-            )
-        one_hot = _as_one_hot(x, self.vocab_size, self.length, "TransformerEnergy")
-        h = _Embed(self.vocab_size, self.length, self.width, name="embed")(one_hot)
-        if self.pooling == "token":
-            summary = self.param("summary_token", _EMBED_INIT, (self.width,))
-            start = jnp.broadcast_to(summary[None, None], (h.shape[0], 1, self.width))
-            h = jnp.concatenate([start, h], axis=1)
-        h = _Stack(self.depth, self.num_heads, self.mlp_ratio, self.dropout, name="encoder")(
-            h, None, deterministic
-        )
-        pooled = h[:, 0] if self.pooling == "token" else jnp.mean(h, axis=1)
+        one_hot, pooled = _encode(self, x, deterministic)
         energy = nn.Dense(1, name="head")(pooled)[:, 0]
         if self.neighbour_coupling:
             zeros = nn.initializers.zeros
@@ -190,6 +196,60 @@ class TransformerEnergy(nn.Module):
             pairs = jnp.einsum("blv,vw,blw->b", one_hot[:, :-1], coupling, one_hot[:, 1:])
             energy = energy - pairs - jnp.einsum("blv,v->b", one_hot, field)
         return energy
+
+
+class TransformerClassifier(nn.Module):
+    """Class logits ``[B, C]`` of token sequences: one-hot ``[B, L, V]`` (float) or integer
+    ``[B, L]``.
+
+    The encoder of ``TransformerEnergy`` (the same embedding as a matmul, blocks, final LayerNorm
+    and pooling, from the same code) with a linear head of ``num_classes`` outputs. Its logits
+    ``f(x)`` are also an energy, ``E(x) = -logsumexp_y f(x)[y]`` (JEM, Grathwohl et al. 2019;
+    on text, He et al. 2021): ``jaxebm.energy.from_logits(module)`` gives it, and its gradient
+    w.r.t. the one-hot input, which discrete samplers use, exists.
+
+    Attributes:
+      vocab_size: Number of tokens ``V``.
+      length: Longest sequence ``L``.
+      num_classes: Number of classes ``C``, at least 2.
+      width: Model width ``D``, a multiple of ``num_heads``.
+      depth: Number of blocks.
+      num_heads: Attention heads.
+      mlp_ratio: MLP hidden width over ``D``.
+      dropout: Dropout rate, active only with ``deterministic=False`` and a ``"dropout"`` key;
+        0 by default.
+      pooling: ``"mean"`` over positions, or ``"token"`` (a learned summary token).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxebm.nets import TransformerClassifier
+      >>> module = TransformerClassifier(
+      ...     vocab_size=5, length=8, num_classes=4, width=16, depth=1, num_heads=2
+      ... )
+      >>> tokens = jnp.zeros((3, 8), jnp.int32)
+      >>> params = jax.eval_shape(module.init, jax.random.key(0), tokens)  # shapes only
+      >>> jax.eval_shape(module.apply, params, tokens).shape
+      (3, 4)
+    """
+
+    vocab_size: int
+    length: int
+    num_classes: int
+    width: int = 64
+    depth: int = 2
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    pooling: str = "mean"
+
+    @nn.compact
+    def __call__(self, x: ArrayLike, *, deterministic: bool = True) -> Array:
+        if self.num_classes < 2:
+            raise ValueError(
+                f"TransformerClassifier needs num_classes >= 2, got {self.num_classes}"
+            )
+        _, pooled = _encode(self, x, deterministic)
+        return nn.Dense(self.num_classes, name="head")(pooled)
 
 
 class CausalLM(nn.Module):

@@ -16,9 +16,12 @@ made by a :class:`Tokenizer`, a pair of pure functions ``encode(str) -> int32 [T
 Corpora:
 
 - The Python documentation's topics (``pydoc_data.topics``, shipped with every CPython, so
-  offline): :func:`load_pydoc`, split by topic.
+  offline): :func:`load_pydoc`, split by topic; and labelled by the part of the documentation
+  they belong to (statements, expressions, data model, built-in types):
+  :func:`load_pydoc_classes`, with :func:`few_labels` for the few-label regime.
 - ``tiny_shakespeare`` and ``lm1b`` from TFDS, read through ``tfds.data_source`` from prepared
-  array_record files: :func:`load_tfds`.
+  array_record files: :func:`load_tfds`; the labelled ``imdb_reviews`` and ``ag_news_subset``:
+  :func:`load_tfds_classes`.
 - Synthetic additions ``"a+b=c"``: :func:`arithmetic`, checked by :func:`is_correct`.
 
 Negatives and noise on device (pure JAX, jit-able): :func:`one_hot`, :func:`unigram`,
@@ -41,6 +44,16 @@ from jaxebm.data.text.arithmetic import (
     arithmetic_tokenizer,
     is_correct,
 )
+from jaxebm.data.text.classes import (
+    PYDOC_CLASS_TOPICS,
+    PYDOC_CLASSES,
+    PYDOC_DROPPED_TOPICS,
+    TopicStretch,
+    few_labels,
+    load_pydoc_classes,
+    pydoc_labels,
+    pydoc_stretches,
+)
 from jaxebm.data.text.gpt2 import END_OF_TEXT, gpt2_tokenizer
 from jaxebm.data.text.ops import (
     corrupt,
@@ -58,8 +71,12 @@ from jaxebm.data.text.pydoc import (
     pydoc_topics,
 )
 from jaxebm.data.text.tfds import (
+    TFDS_LABELLED,
     TFDS_NAMES,
+    LabelledTextSpec,
     load_tfds,
+    load_tfds_classes,
+    tfds_labelled_text,
     tfds_text,
 )
 from jaxebm.data.text.tokenizers import (
@@ -84,9 +101,21 @@ __all__ = [
     "pydoc_text",
     "pydoc_tokenizer",
     "load_pydoc",
+    "PYDOC_CLASSES",
+    "PYDOC_CLASS_TOPICS",
+    "PYDOC_DROPPED_TOPICS",
+    "TopicStretch",
+    "pydoc_labels",
+    "pydoc_stretches",
+    "load_pydoc_classes",
+    "few_labels",
     "TFDS_NAMES",
     "tfds_text",
     "load_tfds",
+    "LabelledTextSpec",
+    "TFDS_LABELLED",
+    "tfds_labelled_text",
+    "load_tfds_classes",
     "ARITHMETIC_SYMBOLS",
     "arithmetic_tokenizer",
     "arithmetic",
