@@ -65,6 +65,8 @@ class Model(NamedTuple):
       num_classes: Number of classes of a conditional energy or a classifier, else ``None``.
       logits_fn: ``logits_fn(variables, x[B, ...]) -> [B, C]`` of a classifier (JEM), else
         ``None``; its ``energy_fn`` is then ``jaxebm.energy.from_logits``, ``E(x)`` or ``E(x, y)``.
+      base_lm: A residual EBM's frozen language model (``experiments.lm.BaseLM``: ``logits_fn``,
+        ``log_likelihood``), attached once trained or restored; else ``None``.
     """
 
     module: Any
@@ -73,6 +75,7 @@ class Model(NamedTuple):
     conditional: bool
     num_classes: int | None
     logits_fn: Callable | None = None
+    base_lm: Any = None
 
     def init(self, key, event_shape: tuple[int, ...]):
         """``(params, model_state)`` for inputs of ``event_shape`` (``model_state`` may be None)."""
@@ -292,6 +295,8 @@ def make_objective(config: ml_collections.ConfigDict, model: Model) -> jaxebm.ob
     """``loss.objective`` as a ``jaxebm.objectives.Objective``: ``"cd"`` (IGEBM's contrastive
     divergence), ``"jem"`` (a classifier's hybrid loss) or ``"icd"`` (Du et al. 2021)."""
     loss = config.loss
+    if loss.objective == "nce":
+        return jaxebm.residual.nce_objective(model.energy_fn)
     if loss.objective == "jem":
         return jaxebm.objectives.jem(
             model.logits_fn,
@@ -317,7 +322,17 @@ def make_objective(config: ml_collections.ConfigDict, model: Model) -> jaxebm.ob
 
 
 def make_negatives(config: ml_collections.ConfigDict, model: Model):
-    """``loss.mode`` (and completions) as a ``jaxebm.negatives.NegativeSource``."""
+    """``loss.mode`` (and completions) as a ``jaxebm.negatives.NegativeSource``; a residual
+    EBM's (``loss.objective="nce"``) are fresh samples of its base LM."""
+    if config.loss.objective == "nce":
+        if model.base_lm is None:
+            raise ValueError("a residual EBM's negatives need its base LM: attach it first")
+        return jaxebm.residual.lm_negatives(
+            model.base_lm.logits_fn,
+            int(config.lm.num_noise),
+            temperature=float(config.lm.temperature),
+            top_k=int(config.lm.top_k) or None,
+        )
     loss, noise_fn = config.loss, make_noise_fn(config)
     if loss.objective == "jem":
         return jaxebm.train.make_jem_source(

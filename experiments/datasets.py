@@ -26,7 +26,7 @@ __all__ = [
     "train_batch",
 ]
 
-TEXT_NAMES = ("pydoc",)  # token sequences (one-hot [L, V] examples)
+TEXT_NAMES = ("pydoc", "arithmetic")  # token sequences (one-hot [L, V] examples)
 LATTICE_NAMES = ("ising",)  # spins of a lattice model with known couplings (one-hot [L, 2])
 DISCRETE_NAMES = (*TEXT_NAMES, *LATTICE_NAMES)  # one-hot states: the discrete samplers' sets
 DATASETS = (*toy.NAMES, "digits", *DISCRETE_NAMES, *tfds_data.NAMES)
@@ -47,6 +47,8 @@ class Dataset(NamedTuple):
         integer ``"tokens" [N, L]``; :func:`train_batch` gives the step one-hot ``"x" [B, L, V]``.
       coupling: A lattice set's true couplings ``J [L, L]`` (what training should recover),
         else ``None``. Its splits hold one-hot spins ``"x" [N, L, 2]``.
+      is_correct: A text set whose strings can be checked: ``texts [N] -> bool [N]`` (the
+        additions: ``jaxebm.data.text.is_correct``), else ``None``.
     """
 
     train: Any
@@ -57,6 +59,7 @@ class Dataset(NamedTuple):
     num_classes: int | None = None
     tokenizer: Any = None
     coupling: np.ndarray | None = None
+    is_correct: Callable[[Any], np.ndarray] | None = None
 
     @property
     def vocab_size(self) -> int | None:
@@ -97,6 +100,8 @@ def make_dataset(config: ml_collections.ConfigDict) -> Dataset:
             log_density=None,
             num_classes=digits.NUM_CLASSES,
         )
+    if name == "arithmetic":
+        return _arithmetic_dataset(config)
     if name in TEXT_NAMES:
         # Fixed windows of the pydoc corpus, split by topic (jaxebm.data.text); the step sees
         # them one-hot.
@@ -150,6 +155,34 @@ def _ising_splits(
     return draw(key_train, num=num_train), draw(key_test, num=num_test), coupling
 
 
+# The additions are fixed: the training and test sets are the same for every data.seed (which
+# orders the batches), from two streams of their own.
+_ARITHMETIC_SEEDS = {"train": 0, "test": 1}
+
+
+def _arithmetic_dataset(config: ml_collections.ConfigDict) -> Dataset:
+    """``data.num_train`` and ``data.num_test`` additions ``"a+b=c"`` of up to
+    ``data.max_digits`` digits (``jaxebm.data.text.arithmetic``), padded to ``data.seq_length``
+    tokens."""
+    data = config.data
+    draw = lambda split, num: text.arithmetic(
+        _ARITHMETIC_SEEDS[split],
+        int(num),
+        max_digits=int(data.max_digits),
+        length=int(data.seq_length),
+    )["tokens"]
+    tokenizer = text.arithmetic_tokenizer()
+    return Dataset(
+        train={"tokens": draw("train", data.num_train)},
+        test={"tokens": draw("test", data.num_test)},
+        event_shape=(int(data.seq_length), tokenizer.vocab_size),
+        bounds=None,
+        log_density=None,
+        tokenizer=tokenizer,
+        is_correct=text.is_correct,
+    )
+
+
 def _lattice_dataset(config: ml_collections.ConfigDict) -> Dataset:
     """Samples of a ``data.lattice_side``-square periodic Ising lattice with couplings
     ``data.lattice_sigma`` (``jaxebm.data.lattice``): each the end of its own chain of
@@ -187,6 +220,10 @@ def token_frequencies(config: ml_collections.ConfigDict) -> np.ndarray:
     if config.data.name in LATTICE_NAMES:
         spins = make_dataset(config).train["x"]
         return spins.reshape(-1, spins.shape[-1]).mean(axis=0)
+    if config.data.name == "arithmetic":
+        tokenizer = text.arithmetic_tokenizer()
+        tokens = make_dataset(config).train["tokens"]
+        return np.asarray(text.unigram(tokens, tokenizer.vocab_size))
     return _token_frequencies(config.data.name, int(config.data.seq_length))
 
 

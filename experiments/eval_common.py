@@ -69,6 +69,14 @@ NEEDS: dict[str, Need] = {
         lambda dataset, model: model.logits_fn is not None,
         "a classifier's logits f(x) (model.name='wideresnet')",
     ),
+    "residual": Need(
+        lambda dataset, model: model.base_lm is not None,
+        "a residual EBM's base LM (loss.objective='nce')",
+    ),
+    "checkable": Need(
+        lambda dataset, model: dataset.is_correct is not None,
+        "text whose correctness can be checked (data.name='arithmetic')",
+    ),
 }
 
 

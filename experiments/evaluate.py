@@ -31,6 +31,7 @@ from experiments import (
     eval_images,
     eval_jem,
     eval_lattice,
+    eval_residual,
     eval_text,
     eval_toy,
     rundir,
@@ -81,6 +82,9 @@ TASKS = {  # name -> Task; `--task` and `eval.tasks` choose among them
     "text_ranking": Task(eval_text.ranking, ("tokens",)),
     "infill": Task(eval_text.infill, ("tokens",)),
     "couplings": Task(eval_lattice.couplings, ("lattice",)),
+    "perplexity": Task(eval_residual.perplexity, ("residual",)),
+    "rerank": Task(eval_residual.rerank, ("residual",)),
+    "arithmetic": Task(eval_residual.arithmetic, ("residual", "checkable")),
 }
 
 # Curves of metrics.png, by the kind of run.
@@ -211,6 +215,8 @@ def _config_needs(config) -> dict[str, bool]:
         "lattice": is_lattice,
         "conditional": config.model.name == "resnet" and bool(config.model.conditional),
         "classifier": config.model.name == "wideresnet",
+        "residual": config.loss.objective == "nce",
+        "checkable": config.data.name == "arithmetic",
     }
 
 

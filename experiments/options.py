@@ -12,6 +12,7 @@ __all__ = [
     "TOKEN_INITS",
     "MODELS",
     "OBJECTIVES",
+    "LOSS_MODES",
     "OPTIMIZERS",
     "SCHEDULES",
     "ACTIVATIONS",
@@ -32,7 +33,9 @@ __all__ = [
 SAMPLERS = ("langevin", "mala", "hmc", "gwg", "dmala", "dula")
 DISCRETE_SAMPLERS = ("gwg", "dmala", "dula")  # one-hot states: text
 MODELS = ("mlp", "resnet", "conv", "wideresnet", "transformer", "ising")
-OBJECTIVES = ("cd", "jem", "icd")
+OBJECTIVES = ("cd", "jem", "icd", "nce")
+# loss.mode: jaxebm.train.MODES, and "lm": fresh samples of a residual EBM's base LM (nce).
+LOSS_MODES = ("persistent", "cd", "short_run", "lm")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "piecewise")
 ACTIVATIONS = ("swish", "leaky_relu")
@@ -73,6 +76,7 @@ LOSS_FIELDS = {
     "kl_weight": ("icd",),
     "entropy_weight": ("icd",),
     "kl_steps": ("icd",),
+    "l2_coeff": ("cd", "icd", "jem"),
     "completion_fraction": ("cd", "icd"),
     "completion_steps": ("cd", "icd"),
 }

@@ -11,6 +11,7 @@ import ml_collections
 
 import jaxebm
 from experiments import builders
+from experiments import lm as lm_lib
 from experiments.configs import base
 
 __all__ = ["init_state", "load_config", "restore_or_init", "restore_run", "roll_back"]
@@ -82,6 +83,9 @@ def restore_run(workdir: str, *, repair: bool = False):
     model = builders.make_energy(config, dataset)
     tx = builders.make_optimizer(config)
     mesh = jaxebm.parallel.make_mesh(config.train.num_devices or None)
+    if config.loss.objective == "nce":  # a residual EBM: its base LM, saved in the workdir
+        base_lm = lm_lib.load_or_train(config, dataset, workdir, mesh, may_train=False)
+        model = model._replace(base_lm=base_lm)
     target = init_state(config, dataset, model, tx, mesh)
     manager = jaxebm.checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
     try:

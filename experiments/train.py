@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 import jaxebm
 from experiments import builders, cli, evaluate, rundir, validation
+from experiments import lm as lm_lib
 from experiments import state as state_lib
 from experiments.writers import MetricWriter, read_events, write_event
 
@@ -67,21 +68,35 @@ class LoopResult(NamedTuple):
     is_stopped: bool
 
 
-def build(config: ml_collections.ConfigDict) -> Run:
-    """Checks ``config`` and the data against the devices, then builds the run (not compiled)."""
+def build(config: ml_collections.ConfigDict, *, workdir: str | None = None) -> Run:
+    """Checks ``config`` and the data against the devices, then builds the run (not compiled).
+
+    A residual EBM (``loss.objective="nce"``) needs its base LM first: read from
+    ``<workdir>/lm``, or trained there now (``experiments.lm``; without a workdir, trained and
+    kept in memory only).
+    """
     validation.validate_config(config)
     supervisor = builders.make_supervisor(config)
     dataset = builders.make_dataset(config)
     model = builders.make_energy(config, dataset)
     tx = builders.make_optimizer(config)
-    train_step = builders.make_train_step(config, model, tx)
     mesh = jaxebm.parallel.make_mesh(config.train.num_devices or None)
     num_devices = mesh.shape["data"]
-    for name, size in [("train.batch_size", config.train.batch_size)] + (
-        [("buffer.capacity", config.buffer.capacity)] if config.loss.mode == "persistent" else []
+    is_residual = config.loss.objective == "nce"
+    for name, size in (
+        [("train.batch_size", config.train.batch_size)]
+        + (
+            [("buffer.capacity", config.buffer.capacity)]
+            if config.loss.mode == "persistent"
+            else []
+        )
+        + ([("lm.batch_size", config.lm.batch_size)] if is_residual else [])
     ):
         if size % num_devices:
             raise ValueError(f"{name} ({size}) must be divisible by the {num_devices} devices")
+    if is_residual:
+        model = model._replace(base_lm=lm_lib.load_or_train(config, dataset, workdir, mesh))
+    train_step = builders.make_train_step(config, model, tx)
     # The data must fit the model before anything is compiled: all of it when it is in memory,
     # the first batch of a lazy source (a TFDS set is never decoded whole).
     is_lazy = not isinstance(dataset.train, dict) or "x" not in dataset.train  # text: tokens
@@ -127,7 +142,7 @@ def train_and_evaluate(
     rundir.check_identity(config, workdir)  # reads only: a refused command touches nothing
     with rundir.locked(workdir):
         is_existing = rundir.check_identity(config, workdir)  # again, now that it is ours
-        run = build(config)
+        run = build(config, workdir=workdir)
         manager = jaxebm.checkpoint.make_manager(
             os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint.max_to_keep
         )

@@ -16,6 +16,7 @@ from experiments.options import (
     ACTIVATIONS,
     CLIP_MODES,
     LOSS_FIELDS,
+    LOSS_MODES,
     MODEL_FIELDS,
     MODELS,
     OBJECTIVES,
@@ -32,6 +33,7 @@ from experiments.options import (
     same,
 )
 from experiments.validation_discrete import check_discrete
+from experiments.validation_residual import check_residual
 from jaxebm.data import digits, toy
 from jaxebm.data import tfds as tfds_data
 
@@ -78,8 +80,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     choose("sampler.name", "sampler", config.sampler.name, SAMPLERS)
     choose("optim.name", "optimizer", config.optim.name, OPTIMIZERS)
     choose("optim.schedule", "learning-rate schedule", config.optim.schedule, SCHEDULES)
-    choose("loss.mode", "training mode", config.loss.mode, jaxebm.train.MODES)
+    choose("loss.mode", "training mode", config.loss.mode, LOSS_MODES)
     objective = choose("loss.objective", "objective", config.loss.objective, OBJECTIVES)
+    if (objective == "nce") != (config.loss.mode == "lm"):
+        raise ValueError(
+            "loss.objective='nce' (a residual EBM) and loss.mode='lm' (its negatives: samples of "
+            f"the base LM) go together, got objective {objective!r} and mode {config.loss.mode!r}"
+        )
     if (objective == "jem") != (config.model.name == "wideresnet"):
         raise ValueError(
             "loss.objective='jem' trains a classifier's logits: use it with "
@@ -102,6 +109,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"{name} must be > 0, got {value}")
     _check_data(config)
     check_discrete(config)
+    check_residual(config)
     _check_model(config)
     _check_sampler(config)
     _check_buffer(config)
@@ -118,7 +126,7 @@ def _check_data(config: ml_collections.ConfigDict) -> None:
     is_points = name in toy.NAMES
     check(data, "data.num_test", positive, "> 0")
     check(data, "data.seed", non_negative, ">= 0 (a NumPy seed)")
-    if is_points or name in LATTICE_NAMES:
+    if is_points or name in LATTICE_NAMES or name == "arithmetic":
         check(data, "data.num_train", positive, "> 0")
         if config.train.batch_size > data.num_train:
             raise ValueError(
@@ -127,8 +135,9 @@ def _check_data(config: ml_collections.ConfigDict) -> None:
             )
     elif not same(data.num_train, default.num_train):
         raise ValueError(
-            f"data.num_train applies to the 2-D and lattice sets only; {name!r} trains on its "
-            f"whole train split: leave data.num_train at {default.num_train}, got {data.num_train}"
+            f"data.num_train applies to the 2-D, lattice and arithmetic sets only; {name!r} "
+            f"trains on its whole train split: leave data.num_train at {default.num_train}, "
+            f"got {data.num_train}"
         )
     if name == "digits" and not same(data.num_test, default.num_test):
         raise ValueError(

@@ -23,12 +23,18 @@ __all__ = ["check_discrete"]
 _MODEL = {"text": "transformer", "lattice": "ising"}
 _FIELDS = {
     "text": (("data", "seq_length"),),
+    "arithmetic": (("data", "max_digits"),),
     "lattice": (("data", "lattice_side"), ("data", "lattice_sigma"), ("data", "gibbs_sweeps")),
     "discrete": (("buffer", "token_init"),),
 }
 
 
-_SETS = {"text": TEXT_NAMES, "lattice": LATTICE_NAMES, "discrete": DISCRETE_NAMES}
+_SETS = {
+    "text": TEXT_NAMES,
+    "arithmetic": ("arithmetic",),
+    "lattice": LATTICE_NAMES,
+    "discrete": DISCRETE_NAMES,
+}
 
 
 def _kind(name: str) -> str | None:
@@ -73,6 +79,8 @@ def check_discrete(config: ml_collections.ConfigDict) -> None:
     choose("buffer.token_init", "fresh-chain tokens", config.buffer.token_init, TOKEN_INITS)
     if kind == "text":
         check(config.data, "data.seq_length", lambda n: positive(n) and n >= 2, ">= 2 tokens")
+        if name == "arithmetic":
+            _check_arithmetic(config.data)
     else:
         check(
             config.data,
@@ -82,9 +90,12 @@ def check_discrete(config: ml_collections.ConfigDict) -> None:
         )
         check(config.data, "data.lattice_sigma", is_number, "a number (the coupling)")
         check(config.data, "data.gibbs_sweeps", positive, "> 0 (sweeps per training sample)")
-    if config.loss.objective != "cd":
+    objectives = ("cd", "nce") if kind == "text" else ("cd",)
+    if config.loss.objective not in objectives:
         raise ValueError(
-            f"loss.objective must be 'cd' on one-hot states, got {config.loss.objective!r}"
+            f"loss.objective must be {' or '.join(map(repr, objectives))} on "
+            f"{'token sequences' if kind == 'text' else 'lattice spins'}, got "
+            f"{config.loss.objective!r}"
         )
     if kind == "lattice" and config.loss.completion_fraction:
         raise ValueError(
@@ -103,10 +114,28 @@ def check_discrete(config: ml_collections.ConfigDict) -> None:
             )
 
 
+def _check_arithmetic(data: ml_collections.ConfigDict) -> None:
+    check(
+        data,
+        "data.max_digits",
+        lambda n: isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 18,
+        "an int in 1..18 (digits of a and b)",
+    )
+    longest = 3 * data.max_digits + 3
+    if data.seq_length < longest:
+        raise ValueError(
+            f"data.seq_length must hold the longest addition of data.max_digits = "
+            f"{data.max_digits} digits, 3 * {data.max_digits} + 3 = {longest} tokens, got "
+            f"{data.seq_length}"
+        )
+
+
 def _check_fields_unused(config: ml_collections.ConfigDict, kind: str | None) -> None:
     default = base_config.get_config()
     for fields_kind, fields in _FIELDS.items():
         if kind == fields_kind or (fields_kind == "discrete" and kind is not None):
+            continue
+        if fields_kind == "arithmetic" and config.data.name == "arithmetic":
             continue
         for section, field in fields:
             if not same(config[section][field], default[section][field]):

@@ -249,7 +249,12 @@ def nce_objective(energy_fn: EnergyFn) -> Objective:
 
 
 def lm_negatives(
-    logits_fn: LogitsFn, num_noise: int = 1, *, prefix_length: int = 0
+    logits_fn: LogitsFn,
+    num_noise: int = 1,
+    *,
+    prefix_length: int = 0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
 ) -> NegativeSource:
     """``num_noise`` fresh samples of a frozen LM per example: the noise of residual NCE.
 
@@ -265,6 +270,9 @@ def lm_negatives(
       num_noise: Noise samples ``K`` per example.
       prefix_length: Each sample keeps its example's first ``P`` tokens and the LM completes
         it (Deng et al.'s setting, the model ``P_LM(x_>P | x_<=P) exp(-E(x)) / Z(x_<=P)``).
+      temperature, top_k: Of :func:`sample_lm`. Only the defaults draw the LM itself, which the
+        residual model ``P_LM exp(-E)`` assumes; others give a different noise (the energy then
+        corrects that noise, not the LM).
 
     Example:
       >>> import jax, jax.numpy as jnp, optax, jaxebm
@@ -280,6 +288,7 @@ def lm_negatives(
     """
     _check_count("num_noise", num_noise)
     _check_count("prefix_length", prefix_length, minimum=0)
+    check_positive("temperature", temperature)
 
     def sample(buffer, batch, keys, run):
         del buffer, run  # no buffer, no chain
@@ -291,7 +300,15 @@ def lm_negatives(
                 f"L > prefix_length = {prefix_length}, got shape {tuple(x.shape)}"
             )
         prefix = jnp.repeat(jnp.argmax(x[:, :prefix_length], axis=-1), num_noise, axis=0)
-        tokens = sample_lm(keys.start, logits_fn, x.shape[0] * num_noise, x.shape[1], prefix=prefix)
+        tokens = sample_lm(
+            keys.start,
+            logits_fn,
+            x.shape[0] * num_noise,
+            x.shape[1],
+            prefix=prefix,
+            temperature=temperature,
+            top_k=top_k,
+        )
         return Negatives(jax.nn.one_hot(tokens, vocab, dtype=x.dtype), None, None)
 
     return NegativeSource(lambda key, shape: None, sample, lambda buffer, negatives: buffer)

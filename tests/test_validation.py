@@ -136,7 +136,7 @@ CASES = [
     flag_case("optim.name=lamb", "unknown optimizer 'lamb': choose one of adam, adamw, sgd"),
     flag_case("optim.schedule=linear", "unknown learning-rate schedule 'linear'"),
     flag_case("loss.mode=pcd", "unknown training mode 'pcd': choose one of persistent, cd"),
-    flag_case("loss.objective=nce", "unknown objective 'nce': choose one of cd, jem, icd"),
+    flag_case("loss.objective=nce2", "unknown objective 'nce2': choose one of cd, jem, icd, nce"),
     flag_case("loss.objective=jem", "loss.objective='jem' trains a classifier's logits"),
     flag_case(
         "loss.mode=cd",
@@ -154,7 +154,9 @@ CASES = [
         "sampler.name=mala", "sampler.name must be 'gwg' or 'dmala' or 'dula'", "pydoc_pcd:quick"
     ),
     flag_case(
-        "loss.objective=icd", "loss.objective must be 'cd' on one-hot states", "pydoc_pcd:quick"
+        "loss.objective=icd",
+        "loss.objective must be 'cd' or 'nce' on token sequences",
+        "pydoc_pcd:quick",
     ),
     flag_case("loss.data_noise=0.1", "loss.data_noise is for continuous data", "pydoc_pcd:quick"),
     flag_case("buffer.token_init=zipf", "unknown fresh-chain tokens 'zipf'", "pydoc_pcd:quick"),
@@ -164,9 +166,48 @@ CASES = [
         "model.neighbour_coupling=True",
         "model.neighbour_coupling applies to model.name='transformer' only",
     ),
-    flag_case("model.name=transformer", "model.name='transformer' is for the text sets (pydoc)"),
+    flag_case(
+        "model.name=transformer",
+        "model.name='transformer' is for the text sets (pydoc, arithmetic)",
+    ),
     flag_case("sampler.name=gwg", "sampler.name='gwg' is for one-hot states"),
-    flag_case("data.seq_length=32", "data.seq_length applies to the text sets (pydoc) only"),
+    flag_case(
+        "data.seq_length=32", "data.seq_length applies to the text sets (pydoc, arithmetic) only"
+    ),
+    # --- residual EBMs (loss.objective='nce'): a text set and its base LM ----------------------
+    flag_case(
+        "loss.mode=persistent",
+        "loss.objective='nce' (a residual EBM) and loss.mode='lm' (its negatives",
+        "arithmetic_residual:quick",
+    ),
+    flag_case("loss.objective=cd", "got objective 'cd' and mode 'lm'", "arithmetic_residual:quick"),
+    flag_case("lm.num_steps=5", "lm.num_steps configures the base LM of a residual EBM"),
+    flag_case(
+        "lm.num_heads=3",
+        "lm.width (16) must be divisible by lm.num_heads (3)",
+        "arithmetic_residual:quick",
+    ),
+    flag_case("lm.num_noise=0", "lm.num_noise must be a whole number >= 1", "pydoc_residual:quick"),
+    flag_case("lm.temperature=0.0", "lm.temperature must be > 0", "pydoc_residual:quick"),
+    flag_case("lm.top_k=-1", "lm.top_k must be a whole number >= 0", "pydoc_residual:quick"),
+    flag_case(
+        "eval.normaliser_samples=(1,)",
+        "eval.normaliser_samples must be a non-empty tuple of LM sample counts >= 2",
+        "pydoc_residual:quick",
+    ),
+    flag_case(
+        "loss.l2_coeff=0.1",
+        "loss.l2_coeff applies to loss.objective='cd' or 'icd' or 'jem' only",
+        "pydoc_residual:quick",
+    ),
+    flag_case(
+        "data.seq_length=8",
+        "data.seq_length must hold the longest addition of data.max_digits = 2 digits",
+        "arithmetic_residual:quick",
+    ),
+    flag_case(
+        "data.max_digits=3", "data.max_digits applies to the arithmetic sets", "pydoc_pcd:quick"
+    ),
     # --- lattice spins (data.name='ising'): the Ising model, a discrete sampler ---------------
     flag_case("model.name=ising", "model.name='ising' is for the lattice sets (ising)"),
     flag_case(
@@ -201,7 +242,7 @@ CASES = [
     flag_case("data.num_train=32", "train.batch_size (64) must be at most data.num_train (32)"),
     flag_case(
         "data.num_train=500",
-        "data.num_train applies to the 2-D and lattice sets only; 'digits' trains on its whole",
+        "data.num_train applies to the 2-D, lattice and arithmetic sets only; 'digits' trains",
         "digits_igebm:quick",
     ),
     flag_case(

@@ -24,6 +24,7 @@ SECTIONS = (
     "train",
     "checkpoint",
     "recovery",
+    "lm",
     "eval",
 )
 
@@ -44,6 +45,7 @@ def _data() -> ml_collections.ConfigDict:
     data.lattice_side = 10  # lattice sets only: a side x side periodic Ising lattice
     data.lattice_sigma = 0.2  # lattice sets only: its coupling J_ij between neighbours
     data.gibbs_sweeps = 1_000  # lattice sets only: exact Gibbs sweeps behind each sample
+    data.max_digits = 10  # arithmetic only: most digits of a and b in "a+b=c" (da03/Residual-EBM)
     return data
 
 
@@ -165,6 +167,24 @@ def _recovery() -> ml_collections.ConfigDict:
     return recovery
 
 
+def _lm() -> ml_collections.ConfigDict:
+    # The base language model of a residual EBM (loss.objective="nce", Deng et al. 2020): a
+    # jaxebm.nets.CausalLM trained first by maximum likelihood on the same training text, then
+    # frozen; its samples are the noise of NCE. Read only by loss.objective="nce".
+    lm = ml_collections.ConfigDict()
+    lm.width = 64
+    lm.num_layers = 2
+    lm.num_heads = 4
+    lm.num_steps = 1_000  # maximum-likelihood steps before the energy trains
+    lm.batch_size = 64
+    lm.learning_rate = 3e-3  # Adam, linear warm-up over lm.warmup_steps, then cosine decay
+    lm.warmup_steps = 100
+    lm.num_noise = 1  # LM samples K per training example (He et al. 2021's NCE: K noise samples)
+    lm.temperature = 1.0  # of the noise samples; only 1.0 with top_k 0 samples the LM itself
+    lm.top_k = 0  # 0: off
+    return lm
+
+
 def _eval() -> ml_collections.ConfigDict:
     evaluation = ml_collections.ConfigDict()
     evaluation.tasks = ("density", "sample")  # the 2-D tasks; image configs list theirs; (): none
@@ -195,6 +215,12 @@ def _eval() -> ml_collections.ConfigDict:
     # spans of held-out windows refilled by a chain with the rest clamped.
     evaluation.num_text_samples = 8
     evaluation.infill_span = 8  # tokens hidden in the middle of each window
+    # Residual EBMs: log Z estimated from this many LM samples (the largest; the smaller ones
+    # show how the estimate and its interval move with n), and generation by resampling one of
+    # n LM samples for each n of num_candidates, over num_generations draws.
+    evaluation.normaliser_samples = (100, 1_000, 10_000)
+    evaluation.num_candidates = (1, 5, 10, 20, 40)
+    evaluation.num_generations = 500
     return evaluation
 
 
@@ -213,6 +239,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train = _train()
     config.checkpoint = _checkpoint()
     config.recovery = _recovery()
+    config.lm = _lm()
     config.eval = _eval()
     config.lock()
     return config
