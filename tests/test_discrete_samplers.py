@@ -41,6 +41,7 @@ from jaxebm.samplers import (
     run_chain,
 )
 from jaxebm.samplers import base as samplers_base
+from jaxebm.samplers import dlp as dlp_module
 from jaxebm.samplers import gwg as gwg_module
 
 # ----------------------------------------------------------------------------------------------
@@ -396,6 +397,37 @@ def test_energy_change_estimate_is_exact_for_potts_energies():
     np.testing.assert_allclose(estimate, true, atol=1e-5)
     true, estimate = true_and_estimated(target_energy(*potts_parameters(), 2.0))
     assert np.max(np.abs(estimate - true)) > 1.0  # the cosine term is mis-estimated
+
+
+def test_binary_flip_form_is_the_softmax_proposal():
+    # Binary sites take the flip-logit path of dlp.py; the softmax over the two values (the
+    # path of K > 2) is the same proposal: the same change probabilities and the same ratio.
+    rng = np.random.default_rng(0)
+    batch, num_sites, step_size = 512, 10, 0.4
+    one_hot = lambda: jnp.asarray(np.eye(2)[rng.integers(0, 2, (batch, num_sites))], jnp.float32)
+    x, x_new = one_hot(), one_hot()
+    grad, grad_new = (jnp.asarray(3 * rng.normal(size=x.shape), jnp.float32) for _ in range(2))
+    log_q = jax.nn.log_softmax(dlp_module.proposal_logits(x, grad, step_size), axis=-1)
+    stay = np.exp(np.sum(np.asarray(x * log_q), axis=-1))
+    logit = dlp_module.flip_logits(x, grad, step_size)
+    np.testing.assert_allclose(jax.nn.sigmoid(logit), 1.0 - stay, rtol=1e-5, atol=1e-6)
+    flip = np.any(np.asarray(x != x_new), axis=-1)
+    binary = dlp_module._binary_log_q_ratio(x, x_new, grad_new, step_size, (flip, logit))
+    log_forward = dlp_module._log_proposal(x_new, x, grad, step_size)
+    generic = dlp_module._generic_log_q_ratio(x, x_new, grad_new, step_size, log_forward)
+    np.testing.assert_allclose(binary, generic, rtol=1e-5, atol=1e-4)
+    # The draws: each site changes with probability sigmoid(logit).
+    num_draws = 20000
+    x1 = jnp.broadcast_to(x[:1], (num_draws, num_sites, 2))
+    grad1 = jnp.broadcast_to(grad[:1], x1.shape)
+    x_drawn, (flipped, _) = jax.jit(dlp_module._binary_propose, static_argnums=3)(
+        jax.random.key(0), x1, grad1, step_size
+    )
+    np.testing.assert_array_equal(np.any(x_drawn != x1, axis=-1), flipped)
+    np.testing.assert_array_equal(np.sum(x_drawn, axis=-1), 1.0)
+    p = np.asarray(jax.nn.sigmoid(logit[0]), np.float64)
+    standard_error = np.sqrt(p * (1 - p) / num_draws)
+    assert np.all(np.abs(np.mean(np.asarray(flipped), axis=0) - p) < 5 * standard_error + 1e-4)
 
 
 def trajectory(kernel, key, x0, num_steps):
