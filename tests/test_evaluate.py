@@ -10,6 +10,8 @@ POINTS = builders.Dataset({}, {}, (2,), (-4.0, 4.0), None)
 IMAGES = builders.Dataset({}, {}, (8, 8, 1), (-1.0, 1.0), None, 10)
 TOKENS = builders.Dataset({}, {}, (16, 5), None, None, tokenizer=text.char_tokenizer("abcd"))
 SPINS = builders.Dataset({}, {}, (9, 2), None, None, coupling=lattice.lattice_coupling(3, 0.2))
+SUMS = TOKENS._replace(tokenizer=text.arithmetic_tokenizer(), is_correct=text.is_correct)
+RESIDUAL = builders.Model(None, None, None, False, None, base_lm=object())
 KINDS = {
     "toy": (POINTS, builders.Model(None, None, None, False, None)),
     "igebm": (IMAGES, builders.Model(None, None, None, False, None)),
@@ -17,6 +19,8 @@ KINDS = {
     "jem": (IMAGES, builders.Model(None, None, None, False, 10, logits_fn=lambda v, x: x)),
     "text": (TOKENS, builders.Model(None, None, None, False, None)),
     "lattice": (SPINS, builders.Model(None, None, None, False, None)),
+    "residual": (TOKENS, RESIDUAL),
+    "residual_sums": (SUMS, RESIDUAL),
 }
 EXPECTED = {
     "toy": ("density", "sample"),
@@ -43,6 +47,15 @@ EXPECTED = {
     ),
     "text": ("text_samples", "text_ranking", "infill"),
     "lattice": ("couplings",),
+    "residual": ("text_samples", "text_ranking", "infill", "perplexity", "rerank"),
+    "residual_sums": (
+        "text_samples",
+        "text_ranking",
+        "infill",
+        "perplexity",
+        "rerank",
+        "arithmetic",
+    ),
 }
 
 
@@ -73,6 +86,8 @@ def test_every_task_applies_to_some_run_and_needs_only_known_things():
         ("igebm_conditional", "density", "needs 2-D points"),
         ("text", "generate", r"needs images \[H, W, C\]"),
         ("igebm", "infill", r"needs token sequences \(a text set\)"),
+        ("text", "perplexity", r"needs a residual EBM's base LM \(loss.objective='nce'\)"),
+        ("residual", "arithmetic", r"needs text whose correctness can be checked"),
     ],
 )
 def test_a_task_that_does_not_apply_is_refused_with_the_tasks_that_do(kind, task, needs):

@@ -330,8 +330,8 @@ def test_objectives_are_checked():
     config = toy2d.get_config("quick")
     config.loss.objective = "icd"
     validation.validate_config(config)
-    config.loss.objective = "nce"
-    with pytest.raises(ValueError, match="unknown objective 'nce': choose one of cd, jem, icd"):
+    config.loss.objective = "nce2"
+    with pytest.raises(ValueError, match="unknown objective 'nce2': choose one of cd, jem, icd"):
         validation.validate_config(config)
 
 

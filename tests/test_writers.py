@@ -190,7 +190,9 @@ def test_tensorboard_files_parse_and_purge_the_abandoned_points(tmp_path):
     logdir = tmp_path / "tensorboard"
     names = sorted(os.listdir(logdir))
     assert len(names) == 2 and all(name.startswith("events.out.tfevents.") for name in names)
-    files = [read_event_file(logdir / name) for name in names]
+    # In the order written: the names hold the second a file was opened (two writers can open
+    # theirs within one second), the first event its exact time.
+    files = sorted((read_event_file(logdir / name) for name in names), key=lambda e: e[0].wall_time)
     for events in files:
         assert events[0].file_version == "brain.Event:2"
     starts = [
