@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 import jaxebm
+from experiments import lm as lm_lib
 from experiments.eval_common import Run
 
 __all__ = ["perplexity", "rerank", "arithmetic"]
@@ -35,16 +36,6 @@ def _energies(run: Run, tokens: np.ndarray) -> np.ndarray:
     )
 
 
-def _lm_log_likelihood(run: Run, tokens: np.ndarray) -> np.ndarray:
-    return np.asarray(
-        jaxebm.map_batches(
-            jax.jit(run.model.base_lm.log_likelihood),
-            tokens,
-            batch_size=run.config.eval.batch_size,
-        )
-    )
-
-
 def perplexity(run: Run) -> dict:
     """Per-token perplexity of the test set: the base LM's (exact) and the joint model's, whose
     ``log Z = log E_LM[exp(-E)]`` is estimated from n LM samples for each n of
@@ -52,7 +43,9 @@ def perplexity(run: Run) -> dict:
     ``jaxebm.residual.perplexity`` (the estimate of ``log Z`` ± 1.96 standard errors).
     ``improves`` says whether the joint model's upper bound lies below the LM's perplexity."""
     tokens = np.asarray(run.dataset.test["tokens"])
-    lm_log_likelihood = _lm_log_likelihood(run, tokens)
+    lm_log_likelihood = lm_lib.log_likelihoods(
+        run.model.base_lm, tokens, run.config.eval.batch_size
+    )
     energies = _energies(run, tokens)
     counts = sorted(int(n) for n in run.config.eval.normaliser_samples)
     samples = _lm_samples(run, jax.random.fold_in(run.key, 11), counts[-1])

@@ -26,7 +26,15 @@ import optax
 import jaxebm
 from experiments.datasets import Dataset
 
-__all__ = ["BaseLM", "make_module", "make_optimizer", "make_lm_step", "train", "load_or_train"]
+__all__ = [
+    "BaseLM",
+    "make_module",
+    "make_optimizer",
+    "make_lm_step",
+    "log_likelihoods",
+    "train",
+    "load_or_train",
+]
 
 logger = logging.getLogger("experiments.lm")
 
@@ -94,11 +102,16 @@ def make_lm_step(module: jaxebm.nets.CausalLM, tx: optax.GradientTransformation)
     return step
 
 
-def _nats_per_token(base: BaseLM, tokens: np.ndarray, batch_size: int) -> float:
-    log_likelihood = jaxebm.map_batches(
-        jax.jit(base.log_likelihood), np.asarray(tokens), batch_size=batch_size
+def log_likelihoods(base: BaseLM, tokens: np.ndarray, batch_size: int) -> np.ndarray:
+    """``log P_LM(x)`` ``[N]`` of token windows ``[N, L]``, in padded batches of one compiled
+    call."""
+    return np.asarray(
+        jaxebm.map_batches(jax.jit(base.log_likelihood), np.asarray(tokens), batch_size=batch_size)
     )
-    return float(-np.mean(np.asarray(log_likelihood)) / tokens.shape[1])
+
+
+def _nats_per_token(base: BaseLM, tokens: np.ndarray, batch_size: int) -> float:
+    return float(-np.mean(log_likelihoods(base, tokens, batch_size)) / tokens.shape[1])
 
 
 def train(config: ml_collections.ConfigDict, dataset: Dataset, mesh) -> tuple[BaseLM, dict]:

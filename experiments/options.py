@@ -12,7 +12,6 @@ __all__ = [
     "TOKEN_INITS",
     "MODELS",
     "OBJECTIVES",
-    "LOSS_MODES",
     "OPTIMIZERS",
     "SCHEDULES",
     "ACTIVATIONS",
@@ -34,8 +33,6 @@ SAMPLERS = ("langevin", "mala", "hmc", "gwg", "dmala", "dula")
 DISCRETE_SAMPLERS = ("gwg", "dmala", "dula")  # one-hot states: text
 MODELS = ("mlp", "resnet", "conv", "wideresnet", "transformer", "ising")
 OBJECTIVES = ("cd", "jem", "icd", "nce")
-# loss.mode: jaxebm.train.MODES, and "lm": fresh samples of a residual EBM's base LM (nce).
-LOSS_MODES = ("persistent", "cd", "short_run", "lm")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "piecewise")
 ACTIVATIONS = ("swish", "leaky_relu")

@@ -16,7 +16,6 @@ from experiments.options import (
     ACTIVATIONS,
     CLIP_MODES,
     LOSS_FIELDS,
-    LOSS_MODES,
     MODEL_FIELDS,
     MODELS,
     OBJECTIVES,
@@ -80,7 +79,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     choose("sampler.name", "sampler", config.sampler.name, SAMPLERS)
     choose("optim.name", "optimizer", config.optim.name, OPTIMIZERS)
     choose("optim.schedule", "learning-rate schedule", config.optim.schedule, SCHEDULES)
-    choose("loss.mode", "training mode", config.loss.mode, LOSS_MODES)
+    # The library's modes, and "lm": fresh samples of a residual EBM's base LM (objective nce).
+    choose("loss.mode", "training mode", config.loss.mode, (*jaxebm.train.MODES, "lm"))
     objective = choose("loss.objective", "objective", config.loss.objective, OBJECTIVES)
     if (objective == "nce") != (config.loss.mode == "lm"):
         raise ValueError(

@@ -8,7 +8,7 @@ import ml_collections
 
 from experiments.configs import base as base_config
 from experiments.datasets import TEXT_NAMES
-from experiments.options import check, is_number, positive, same
+from experiments.options import check, positive, same
 
 __all__ = ["check_residual"]
 
@@ -59,4 +59,4 @@ def check_residual(config: ml_collections.ConfigDict) -> None:
         lambda v: isinstance(v, tuple | list) and v and all(_is_count(n) for n in v),
         "a non-empty tuple of candidate counts >= 1",
     )
-    check(evaluation, "eval.num_generations", lambda n: is_number(n) and _is_count(n), ">= 1")
+    check(evaluation, "eval.num_generations", _is_count, "a whole number >= 1")
