@@ -102,7 +102,7 @@ def make_dataset(config: ml_collections.ConfigDict) -> Dataset:
         )
     if name == "arithmetic":
         return _arithmetic_dataset(config)
-    if name in TEXT_NAMES:
+    if name == "pydoc":
         # Fixed windows of the pydoc corpus, split by topic (jaxebm.data.text); the step sees
         # them one-hot.
         tokenizer = text.pydoc_tokenizer()
