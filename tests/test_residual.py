@@ -167,6 +167,21 @@ def test_sample_lm_temperature_top_k_and_bad_arguments():
         residual.sample_lm(jax.random.key(0), lambda t: logits_fn(t)[:, 0], 2, LENGTH)
 
 
+def test_sample_lm_with_a_decoder_draws_the_tokens_of_the_full_passes():
+    lm = jaxebm.nets.CausalLM(vocab_size=5, length=8, width=16, depth=2, num_heads=2)
+    params = lm.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
+    full, decoder = functools.partial(lm.apply, params), lm.decoder(params)
+    for kwargs in ({}, {"prefix": jnp.array([1, 2, 3])}, {"temperature": 0.7, "top_k": 3}):
+        expected = residual.sample_lm(jax.random.key(5), full, 256, 8, **kwargs)
+        got = residual.sample_lm(jax.random.key(5), decoder, 256, 8, **kwargs)
+        # The same key per position and logits equal to rounding: the same categorical draws.
+        np.testing.assert_array_equal(got, expected)
+    shorter = residual.sample_lm(jax.random.key(5), decoder, 4, 6)
+    np.testing.assert_array_equal(shorter, residual.sample_lm(jax.random.key(5), full, 4, 8)[:, :6])
+    with pytest.raises(ValueError, match="length must be <= the decoder's 8"):
+        residual.sample_lm(jax.random.key(0), decoder, 2, 9)
+
+
 def test_resample_picks_in_proportion_to_exp_minus_energy():
     energies = jnp.array([0.0, 1.0, -0.5, 2.0, 0.3])
     n, p = 20000, np.asarray(jax.nn.softmax(-energies), np.float64)
@@ -205,13 +220,14 @@ def test_lm_negatives_complete_the_prefix_of_their_example():
 BATCH = 8
 
 
-def nce_setup(*, mesh, seed=0, greedy=False):
+def nce_setup(*, mesh, seed=0, greedy=False, decoder=False):
     lm = jaxebm.nets.CausalLM(vocab_size=VOCAB, length=LENGTH, width=8, depth=1, num_heads=2)
     lm_params = lm.init(jax.random.key(100), jnp.zeros((1, LENGTH), jnp.int32))
     # "greedy": logits scaled by 1e3, so every LM sample is the argmax path whatever its key,
     # and every device draws the same noise.
     scale = 1e3 if greedy else 1.0
-    source = residual.lm_negatives(lambda t: scale * lm.apply(lm_params, t), num_noise=2)
+    logits_fn = lm.decoder(lm_params) if decoder else lambda t: scale * lm.apply(lm_params, t)
+    source = residual.lm_negatives(logits_fn, num_noise=2)
     module = jaxebm.nets.TransformerEnergy(
         vocab_size=VOCAB, length=LENGTH, width=8, depth=1, num_heads=2
     )
@@ -252,18 +268,19 @@ def test_nce_step_on_four_devices_equals_one_device():
 
 def test_nce_step_resumes_bitwise_from_a_checkpoint(tmp_path):
     # 2 steps, a checkpoint, a restore into other values and 2 more steps equal 4 steps, bit for
-    # bit, with LM samples that differ per device and per step (2 devices).
+    # bit, with LM samples that differ per device and per step (2 devices), drawn through the
+    # LM's key-value cache (the runner's way).
     mesh = parallel.make_mesh(2)
-    state, step = nce_setup(mesh=mesh)
+    state, step = nce_setup(mesh=mesh, decoder=True)
     straight, metrics = run(state, step, mesh, 0, 4)
     assert int(metrics["nonfinite_skipped"]) == 0 and 0.0 <= float(metrics["accuracy"]) <= 1.0
-    state, _ = nce_setup(mesh=mesh)  # the first was donated
+    state, _ = nce_setup(mesh=mesh, decoder=True)  # the first was donated
     half, _ = run(state, step, mesh, 0, 2)
     manager = checkpoint.make_manager(tmp_path / "ckpt")
     checkpoint.save(manager, half, force=True)
     manager.wait_until_finished()
     manager.close()
-    fresh, _ = nce_setup(mesh=mesh, seed=7)
+    fresh, _ = nce_setup(mesh=mesh, seed=7, decoder=True)
     manager = checkpoint.make_manager(tmp_path / "ckpt")
     restored = checkpoint.restore_latest(manager, fresh)
     manager.close()

@@ -256,6 +256,23 @@ def test_causal_lm_is_causal(position):
     np.testing.assert_allclose(logits[:, 0], np.broadcast_to(logits[0, 0], (4, VOCAB)), rtol=1e-6)
 
 
+def test_decoder_gives_the_full_pass_logits_position_by_position():
+    module, params, apply = lm_setup()
+    x = tokens()
+    decoder = module.decoder(params)
+    cache, previous, logits = decoder.init(len(x)), jnp.zeros(len(x), jnp.int32), []
+    for t in range(LENGTH):
+        step_logits, cache = decoder.step(cache, previous)
+        logits.append(step_logits)
+        previous = x[:, t]
+    # The same sums in another order (one query against the cache): float32 rounding only.
+    np.testing.assert_allclose(np.stack(logits, 1), apply(params, x), rtol=1e-5, atol=1e-5)
+    assert (decoder.vocab_size, decoder.length) == (VOCAB, LENGTH)
+    # The cache counts positions: a fresh one starts over at BOS.
+    again, _ = decoder.step(decoder.init(len(x)), x[:, 0])
+    np.testing.assert_allclose(again, logits[0], rtol=1e-6)
+
+
 def test_log_likelihood_is_the_sum_of_next_token_log_probabilities():
     module, params, apply = lm_setup()
     x = tokens()

@@ -14,6 +14,7 @@ from jaxebm.nets.mlp import MLPEnergy
 from jaxebm.nets.resnet import ResNetEnergy, leaky_relu
 from jaxebm.nets.transformer import (
     CausalLM,
+    LMDecoder,
     TransformerClassifier,
     TransformerEnergy,
     token_log_likelihood,
@@ -21,7 +22,13 @@ from jaxebm.nets.transformer import (
 from jaxebm.nets.wideresnet import WideResNet
 
 __all__ = ["MLPEnergy", "ResNetEnergy", "WideResNet", "Conv", "ConvEnergy", "conv", "leaky_relu"]
-__all__ += ["TransformerEnergy", "TransformerClassifier", "CausalLM", "token_log_likelihood"]
+__all__ += [
+    "TransformerEnergy",
+    "TransformerClassifier",
+    "CausalLM",
+    "LMDecoder",
+    "token_log_likelihood",
+]
 __all__ += ["GPT2", "GPT2Config", "load_gpt2"]
 __all__ += [
     "PottsEnergy",

@@ -3,13 +3,22 @@ sequences."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from jaxebm.types import Array, ArrayLike, Params
 
-__all__ = ["TransformerEnergy", "TransformerClassifier", "CausalLM", "token_log_likelihood"]
+__all__ = [
+    "TransformerEnergy",
+    "TransformerClassifier",
+    "CausalLM",
+    "LMDecoder",
+    "token_log_likelihood",
+]
 
 # Token, position, BOS and summary embeddings start as N(0, 0.02^2), as GPT-2 and BERT do.
 _EMBED_INIT = nn.initializers.normal(stddev=0.02)
@@ -54,12 +63,17 @@ def _check_config(module: nn.Module) -> None:
 
 
 class _Embed(nn.Module):
-    """``x @ W[V, D]`` plus learned positions; ``is_shifted`` feeds ``[BOS, x_1 .. x_{L-1}]``."""
+    """``x @ W[V, D]`` plus learned positions; ``is_shifted`` feeds ``[BOS, x_1 .. x_{L-1}]``.
+
+    With ``decode`` (after a first call that sets up the ``"cache"`` collection) each call takes
+    one position ``[B, 1, V]``, the token before the next one (BOS at the first position), and
+    counts the positions in the cache."""
 
     vocab_size: int
     length: int
     width: int
     is_shifted: bool = False
+    decode: bool = False
 
     @nn.compact
     def __call__(self, one_hot: Array) -> Array:
@@ -68,11 +82,20 @@ class _Embed(nn.Module):
         # A matmul rather than a gather: the network is a smooth function of the one-hot input,
         # whose gradient discrete samplers use (Grathwohl et al. 2021, Gibbs-with-Gradients).
         h = jnp.einsum("blv,vd->bld", one_hot, embedding)
-        if self.is_shifted:
-            bos = self.param("bos", _EMBED_INIT, (self.width,))
+        bos = self.param("bos", _EMBED_INIT, (self.width,)) if self.is_shifted else None
+        position = self.param("position_embedding", _EMBED_INIT, (self.length, self.width))
+        if self.decode:
+            is_initialized = self.has_variable("cache", "position_index")
+            index = self.variable("cache", "position_index", lambda: jnp.array(0, jnp.int32))
+            if is_initialized:
+                t = index.value
+                index.value = t + 1
+                if bos is not None:
+                    h = jnp.where(t == 0, bos[None, None], h)
+                return h + jax.lax.dynamic_slice_in_dim(position, t, 1)[None]
+        if bos is not None:
             start = jnp.broadcast_to(bos[None, None], (batch_size, 1, self.width))
             h = jnp.concatenate([start, h[:, :-1]], axis=1)
-        position = self.param("position_embedding", _EMBED_INIT, (self.length, self.width))
         return h + position[None, :length]
 
 
@@ -82,6 +105,7 @@ class _Block(nn.Module):
     num_heads: int
     mlp_ratio: float
     dropout: float
+    decode: bool = False
 
     @nn.compact
     def __call__(self, h: Array, mask: Array | None, deterministic: bool) -> Array:
@@ -89,7 +113,10 @@ class _Block(nn.Module):
         # Dropout masks are drawn per example (broadcast_dropout=False), so that even in training
         # mode no example's output depends on the others.
         y = nn.MultiHeadDotProductAttention(
-            num_heads=self.num_heads, dropout_rate=self.dropout, broadcast_dropout=False
+            num_heads=self.num_heads,
+            dropout_rate=self.dropout,
+            broadcast_dropout=False,
+            decode=self.decode,
         )(nn.LayerNorm()(h), mask=mask, deterministic=deterministic)
         h = h + nn.Dropout(self.dropout)(y, deterministic=deterministic)
         y = nn.Dense(int(self.mlp_ratio * width))(nn.LayerNorm()(h))
@@ -104,13 +131,15 @@ class _Stack(nn.Module):
     num_heads: int
     mlp_ratio: float
     dropout: float
+    decode: bool = False
 
     @nn.compact
     def __call__(self, h: Array, mask: Array | None, deterministic: bool) -> Array:
         for index in range(self.depth):
-            h = _Block(self.num_heads, self.mlp_ratio, self.dropout, name=f"block_{index}")(
-                h, mask, deterministic
+            block = _Block(
+                self.num_heads, self.mlp_ratio, self.dropout, self.decode, name=f"block_{index}"
             )
+            h = block(h, mask, deterministic)
         return nn.LayerNorm(name="final_norm")(h)
 
 
@@ -252,6 +281,24 @@ class TransformerClassifier(nn.Module):
         return nn.Dense(self.num_classes, name="head")(pooled)
 
 
+class LMDecoder(NamedTuple):
+    """A causal LM position by position (``CausalLM.decoder``).
+
+    Attributes:
+      init: ``num -> cache`` for ``num`` sequences, before the first position.
+      step: ``(cache, previous int32 [num]) -> (logits [num, V], cache)``: the distribution of
+        the next position given the tokens so far, ``previous`` the token at the position before
+        it (ignored at the first position, where the LM reads its BOS).
+      vocab_size: ``V``.
+      length: The longest sequence ``L`` the cache holds.
+    """
+
+    init: Callable[[int], Any]
+    step: Callable[[Any, Array], tuple[Array, Any]]
+    vocab_size: int
+    length: int
+
+
 class CausalLM(nn.Module):
     """Next-token logits ``[B, L, V]`` of token sequences: a decoder-only transformer.
 
@@ -270,6 +317,8 @@ class CausalLM(nn.Module):
       num_heads: Attention heads.
       mlp_ratio: MLP hidden width over ``D``.
       dropout: Dropout rate, active only with ``deterministic=False`` and a ``"dropout"`` key.
+      decode: Incremental decoding with a key-value cache (``"cache"`` collection); use
+        :meth:`decoder` rather than setting it.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -290,18 +339,64 @@ class CausalLM(nn.Module):
     num_heads: int = 4
     mlp_ratio: float = 4.0
     dropout: float = 0.0
+    decode: bool = False
 
     @nn.compact
     def __call__(self, x: ArrayLike, *, deterministic: bool = True) -> Array:
         _check_config(self)
         one_hot = _as_one_hot(x, self.vocab_size, self.length, "CausalLM")
-        h = _Embed(self.vocab_size, self.length, self.width, is_shifted=True, name="embed")(one_hot)
-        length = h.shape[1]
-        causal = jnp.tril(jnp.ones((length, length), jnp.bool_))[None, None]  # [1, 1, L, L]
-        h = _Stack(self.depth, self.num_heads, self.mlp_ratio, self.dropout, name="decoder")(
-            h, causal, deterministic
+        embed = _Embed(
+            self.vocab_size,
+            self.length,
+            self.width,
+            is_shifted=True,
+            decode=self.decode,
+            name="embed",
         )
-        return nn.Dense(self.vocab_size, name="head")(h)
+        h = embed(one_hot)
+        length = h.shape[1]
+        # Decoding masks the positions not yet cached itself (flax's attention cache).
+        causal = (
+            None if self.decode else jnp.tril(jnp.ones((length, length), jnp.bool_))[None, None]
+        )
+        stack = _Stack(
+            self.depth, self.num_heads, self.mlp_ratio, self.dropout, self.decode, name="decoder"
+        )
+        return nn.Dense(self.vocab_size, name="head")(stack(h, causal, deterministic))
+
+    def decoder(self, params: Params) -> LMDecoder:
+        """The LM as an incremental decoder: a key-value cache makes each position one pass over
+        one token (``jaxebm.residual.sample_lm`` draws ``L`` tokens for the cost of about one
+        full pass instead of ``L``). The logits equal ``apply``'s up to float rounding.
+
+        Called on the unbound module, as ``apply`` is.
+
+        Example:
+          >>> import jax, jax.numpy as jnp
+          >>> module = CausalLM(vocab_size=5, length=4, width=8, depth=1, num_heads=2)
+          >>> params = module.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+          >>> decoder = module.decoder(params)
+          >>> logits, cache = decoder.step(decoder.init(3), jnp.zeros(3, jnp.int32))
+          >>> logits.shape  # the distribution of each sequence's first token
+          (3, 5)
+        """
+        module = self.clone(decode=True)
+        variables = {name: value for name, value in params.items() if name != "cache"}
+
+        def init(num: int) -> Any:
+            shapes = jax.eval_shape(
+                module.init, jax.random.key(0), jnp.zeros((num, self.length), jnp.int32)
+            )["cache"]
+            return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+        def step(cache: Any, previous: Array) -> tuple[Array, Any]:
+            one_hot = jax.nn.one_hot(previous, self.vocab_size, dtype=jnp.float32)[:, None]
+            logits, updated = module.apply(
+                {**variables, "cache": cache}, one_hot, mutable=["cache"]
+            )
+            return logits[:, 0], updated["cache"]
+
+        return LMDecoder(init, step, self.vocab_size, self.length)
 
     def log_likelihood(self, params: Params, x: ArrayLike, **apply_kwargs) -> Array:
         """``log p(x) = sum_t log p(x_t | BOS, x_<t)`` per sequence, by teacher forcing.
