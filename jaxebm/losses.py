@@ -89,6 +89,7 @@ def jem_loss(
     label_count: ArrayLike | None = None,
     gen_count: ArrayLike | None = None,
     l2_coeff: float = 0.0,
+    generative: str = "cd",
 ) -> tuple[Array, dict[str, Array]]:
     """The JEM objective: ``-log p(y|x) - gen_weight log p(x) [- pxy_weight log p(x, y)]``.
 
@@ -102,6 +103,12 @@ def jem_loss(
     ``+ pxy_weight * (mean_labelled E(x_data, y) - mean E(x_sample_y, y_sample))``, the same for
     ``-log p(x, y)`` with class-conditional samples (JEM's ``p(x, y)`` variant),
     ``+ l2_coeff * (mean E(x_data)^2 + mean E(x_sample)^2)``.
+
+    With ``generative="nce"`` the ``log p(x)`` term is instead noise-contrastive estimation of
+    the residual model ``P_noise(x) exp(-E(x))`` against ``K`` noise samples per example (He et
+    al. 2021 after Deng et al. 2020, the noise a language model's samples; :func:`nce`):
+    ``gen_weight * (mean_gen softplus(E(x_data) + log K) + K mean softplus(-E(x_noise) - log K))``
+    with ``K = len(energy_neg) / B``.
 
     ``gen_weight=0`` (a concrete zero) is cross-entropy alone: ``energy_neg`` may be ``None``, so a
     baseline classifier is the same code with the same network and no chains.
@@ -124,6 +131,8 @@ def jem_loss(
         mean over devices of the per-device losses is the mean over the global batch.
       gen_count: The same for the ``gen_mask`` means.
       l2_coeff: Weight of the L2 penalty on the energies of the generative term.
+      generative: ``"cd"`` (the contrastive term, ``energy_neg`` from chains) or ``"nce"``
+        (``energy_neg`` of noise samples, ``B * K`` of them).
 
     Returns:
       The scalar loss and ``{"ce", "accuracy", "energy_pos", "energy_neg", "energy_gap"}``:
@@ -154,6 +163,8 @@ def jem_loss(
     size = logits_pos.shape[0]
     if energy_pos.shape != (size,):
         raise ValueError(f"energy_pos must be [B] = [{size}], got shape {energy_pos.shape}")
+    if generative not in ("cd", "nce"):
+        raise ValueError(f'generative must be "cd" or "nce", got {generative!r}')
     label_mask = _mask(label_mask, size, "label_mask")
     gen_mask = _mask(gen_mask, size, "gen_mask")
 
@@ -171,7 +182,19 @@ def jem_loss(
         if energy_neg.ndim != 1:
             raise ValueError(f"energy_neg must be [B'], got shape {energy_neg.shape}")
         mean_neg = jnp.mean(energy_neg)
-        loss = loss + gen_weight * (mean_pos - mean_neg)
+        if generative == "nce":
+            num_noise = energy_neg.shape[0] // size
+            if num_noise < 1 or energy_neg.shape[0] != size * num_noise:
+                raise ValueError(
+                    f"energy_neg of NCE must hold K >= 1 noise samples per example, [B * K] "
+                    f"with B = {size}, got shape {energy_neg.shape}"
+                )
+            log_k = math.log(num_noise)
+            term_pos = _masked_mean(jax.nn.softplus(energy_pos + log_k), gen_mask, gen_count)
+            term_neg = num_noise * jnp.mean(jax.nn.softplus(-energy_neg - log_k))
+            loss = loss + gen_weight * (term_pos + term_neg)
+        else:
+            loss = loss + gen_weight * (mean_pos - mean_neg)
         if not _is_zero(l2_coeff):
             square_pos = _masked_mean(energy_pos**2, gen_mask, gen_count)
             loss = loss + l2_coeff * (square_pos + jnp.mean(energy_neg**2))

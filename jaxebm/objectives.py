@@ -104,6 +104,7 @@ def jem(
     gen_weight: float = 1.0,
     pxy_weight: float = 0.0,
     l2_coeff: float = 0.0,
+    generative: str = "cd",
 ) -> Objective:
     """JEM's hybrid objective (Grathwohl et al. 2019): a classifier that is also an EBM.
 
@@ -119,8 +120,16 @@ def jem(
       gen_weight: Weight of the ``log p(x)`` term (JEM: 1; 0: cross-entropy only).
       pxy_weight: Weight of the ``log p(x, y)`` term.
       l2_coeff: L2 penalty on the energies of the ``log p(x)`` term (JEM: 0).
+      generative: ``"cd"``: the ``log p(x)`` term by contrastive divergence on chain samples;
+        ``"nce"``: by noise-contrastive estimation of ``P_noise(x) exp(-E(x))`` against noise
+        samples, ``K`` per example (He et al. 2021: a classifier over a language model's
+        noise, with ``jaxebm.residual.lm_negatives``); no ``pxy_weight`` then.
     """
     check_positive("gen_weight", gen_weight, allow_zero=True)
+    if generative not in ("cd", "nce"):
+        raise ValueError(f'generative must be "cd" or "nce", got {generative!r}')
+    if generative == "nce" and pxy_weight:
+        raise ValueError("pxy_weight needs class-conditional chains; generative='nce' has none")
     check_positive("pxy_weight", pxy_weight, allow_zero=True)
     check_positive("l2_coeff", l2_coeff, allow_zero=True)
     joint = bool(pxy_weight)
@@ -157,6 +166,7 @@ def jem(
             label_count=_global_count(label_mask, axis_name),
             gen_count=_global_count(gen_mask, axis_name),
             l2_coeff=l2_coeff,
+            generative=generative,
         )
 
     return Objective(energy, loss, False)

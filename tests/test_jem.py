@@ -75,6 +75,44 @@ def test_jem_loss_masks_counts_and_pxy():
     assert float(empty["ce"]) == 0.0
 
 
+def test_jem_loss_nce_term_by_hand():
+    """``generative="nce"``: ``mean_gen softplus(E+ + log K) + K mean softplus(-E- - log K)``."""
+    logits = jnp.array([[2.0, 0.0], [0.0, 1.0], [1.0, 3.0]])
+    labels = jnp.array([0, 1, 1])
+    energy_pos = jnp.array([-1.0, 0.5, 2.0])
+    gen_mask = jnp.array([0.0, 1.0, 1.0])
+    energy_neg = jnp.array([0.0, 1.0, -2.0, 3.0, 0.5, -0.5])  # K = 2 per example
+    loss, aux = jem_loss(
+        logits,
+        labels,
+        energy_pos,
+        energy_neg,
+        gen_mask=gen_mask,
+        gen_weight=0.5,
+        generative="nce",
+    )
+    softplus = lambda v: np.log1p(np.exp(v))
+    log_k = np.log(2.0)
+    term_pos = (softplus(0.5 + log_k) + softplus(2.0 + log_k)) / 2  # the gen_mask rows
+    term_neg = 2.0 * np.mean([softplus(-e - log_k) for e in (0.0, 1.0, -2.0, 3.0, 0.5, -0.5)])
+    log_softmax = np.asarray(jax.nn.log_softmax(logits, axis=-1))
+    ce = -(log_softmax[0, 0] + log_softmax[1, 1] + log_softmax[2, 1]) / 3
+    np.testing.assert_allclose(float(loss), ce + 0.5 * (term_pos + term_neg), rtol=1e-6)
+    np.testing.assert_allclose(float(aux["energy_neg"]), np.mean(energy_neg), rtol=1e-6)
+    # K = 1 is Deng et al.'s softplus(E+) + softplus(-E-): a classifier at E = 0 pays 2 log 2.
+    zeros = jnp.zeros(2)
+    loss_1, _ = jem_loss(
+        jnp.zeros((2, 2)), labels[:2], zeros, zeros, label_mask=zeros, generative="nce"
+    )
+    np.testing.assert_allclose(float(loss_1), 2 * np.log(2.0), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"K >= 1 noise samples per example"):
+        jem_loss(logits, labels, energy_pos, energy_neg[:4], generative="nce")
+    with pytest.raises(ValueError, match='generative must be "cd" or "nce"'):
+        jem_loss(logits, labels, energy_pos, energy_neg, generative="mle")
+    with pytest.raises(ValueError, match="no class-conditional chains|has none"):
+        jaxebm.objectives.jem(lambda w, x: x, pxy_weight=1.0, generative="nce")
+
+
 def test_jem_loss_cross_entropy_only_needs_no_chains_and_errors_are_clear():
     logits = jnp.zeros((2, 3))
     energy_pos = -jax.nn.logsumexp(logits, axis=-1)
