@@ -22,6 +22,8 @@ Corpora:
 - ``tiny_shakespeare`` and ``lm1b`` from TFDS, read through ``tfds.data_source`` from prepared
   array_record files: :func:`load_tfds`; the labelled ``imdb_reviews`` and ``ag_news_subset``:
   :func:`load_tfds_classes`.
+- Python's standard-library source code (:func:`load_python_source`), a second offline corpus
+  for out-of-distribution checks of models of the documentation.
 - Synthetic additions ``"a+b=c"``: :func:`arithmetic`, checked by :func:`is_correct`.
 
 Negatives and noise on device (pure JAX, jit-able): :func:`one_hot`, :func:`unigram`,
@@ -70,6 +72,7 @@ from jaxebm.data.text.pydoc import (
     pydoc_tokenizer,
     pydoc_topics,
 )
+from jaxebm.data.text.source import PYTHON_SOURCE_MODULES, load_python_source, python_source_text
 from jaxebm.data.text.tfds import (
     TFDS_LABELLED,
     TFDS_NAMES,
@@ -108,6 +111,9 @@ __all__ = [
     "pydoc_labels",
     "pydoc_stretches",
     "load_pydoc_classes",
+    "PYTHON_SOURCE_MODULES",
+    "python_source_text",
+    "load_python_source",
     "few_labels",
     "TFDS_NAMES",
     "tfds_text",
