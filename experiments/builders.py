@@ -111,6 +111,20 @@ def make_energy(config: ml_collections.ConfigDict, dataset: Dataset) -> Model:
         )
         energy_fn = jaxebm.energy.from_logits(module)
         return Model(module, energy_fn, None, False, dataset.num_classes, module.apply)
+    if name == "transformer_classifier":
+        # A text JEM's classifier (He et al. 2021): E(x) = -logsumexp f(x) over one-hot tokens.
+        if dataset.tokenizer is None or not dataset.num_classes:
+            raise ValueError("the transformer_classifier model reads labelled token sequences")
+        module = jaxebm.nets.TransformerClassifier(
+            vocab_size=int(dataset.vocab_size),
+            length=int(dataset.event_shape[0]),
+            num_classes=int(dataset.num_classes),
+            width=int(model.width),
+            depth=int(model.num_layers),
+            num_heads=int(model.num_heads),
+        )
+        energy_fn = jaxebm.energy.from_logits(module)
+        return Model(module, energy_fn, None, False, dataset.num_classes, module.apply)
     if name == "transformer":
         if dataset.tokenizer is None:
             raise ValueError("the transformer model reads token sequences: use a text set")
@@ -303,6 +317,7 @@ def make_objective(config: ml_collections.ConfigDict, model: Model) -> jaxebm.ob
             gen_weight=float(loss.gen_weight),
             pxy_weight=float(loss.pxy_weight),
             l2_coeff=loss.l2_coeff,
+            generative="nce" if loss.mode == "lm" else "cd",
         )
     if loss.objective == "icd":
         # The differentiable steps of the KL term are the sampler's steps without their noise.
@@ -322,13 +337,15 @@ def make_objective(config: ml_collections.ConfigDict, model: Model) -> jaxebm.ob
 
 
 def make_negatives(config: ml_collections.ConfigDict, model: Model):
-    """``loss.mode`` (and completions) as a ``jaxebm.negatives.NegativeSource``; a residual
-    EBM's (``loss.objective="nce"``) are fresh samples of its base LM."""
-    if config.loss.objective == "nce":
+    """``loss.mode`` (and completions) as a ``jaxebm.negatives.NegativeSource``; with
+    ``loss.mode="lm"`` (a residual EBM, a text JEM by NCE) fresh samples of the base LM."""
+    if config.loss.mode == "lm":
         if model.base_lm is None:
-            raise ValueError("a residual EBM's negatives need its base LM: attach it first")
+            raise ValueError("loss.mode='lm' draws negatives from the base LM: attach it first")
+        if config.loss.objective == "jem" and not config.loss.gen_weight:
+            return jaxebm.negatives.none()  # the cross-entropy baseline draws nothing
         return jaxebm.residual.lm_negatives(
-            model.base_lm.logits_fn,
+            model.base_lm.decoder,
             int(config.lm.num_noise),
             temperature=float(config.lm.temperature),
             top_k=int(config.lm.top_k) or None,

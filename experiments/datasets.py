@@ -26,7 +26,7 @@ __all__ = [
     "train_batch",
 ]
 
-TEXT_NAMES = ("pydoc", "arithmetic")  # token sequences (one-hot [L, V] examples)
+TEXT_NAMES = ("pydoc", "arithmetic", "pydoc_classes")  # token sequences (one-hot [L, V])
 LATTICE_NAMES = ("ising",)  # spins of a lattice model with known couplings (one-hot [L, 2])
 DISCRETE_NAMES = (*TEXT_NAMES, *LATTICE_NAMES)  # one-hot states: the discrete samplers' sets
 DATASETS = (*toy.NAMES, "digits", *DISCRETE_NAMES, *tfds_data.NAMES)
@@ -116,6 +116,8 @@ def make_dataset(config: ml_collections.ConfigDict) -> Dataset:
             log_density=None,
             tokenizer=tokenizer,
         )
+    if name == "pydoc_classes":
+        return _pydoc_classes_dataset(config)
     if name in LATTICE_NAMES:
         return _lattice_dataset(config)
     if name in tfds_data.NAMES:
@@ -183,6 +185,30 @@ def _arithmetic_dataset(config: ml_collections.ConfigDict) -> Dataset:
     )
 
 
+def _pydoc_classes_dataset(config: ml_collections.ConfigDict) -> Dataset:
+    """Windows of ``data.seq_length`` characters of the pydoc corpus labelled by the part of the
+    documentation they come from (``jaxebm.data.text.load_pydoc_classes``: statements,
+    expressions, the data model, built-in types); the test split is held-out text of the same
+    topics (the first ``data.num_test`` windows of it, in topic order). Training windows start
+    every ``data.stride`` characters (overlapping when below ``data.seq_length``: more windows of
+    the same text, each character in several contexts)."""
+    tokenizer = text.pydoc_tokenizer()
+    length = int(config.data.seq_length)
+    load = lambda split, stride=None: text.load_pydoc_classes(
+        split, length=length, tokenizer=tokenizer, stride=stride
+    )
+    test = load("test")
+    return Dataset(
+        train=load("train", int(config.data.stride) or None),
+        test={name: value[: config.data.num_test] for name, value in test.items()},
+        event_shape=(length, tokenizer.vocab_size),
+        bounds=None,
+        log_density=None,
+        num_classes=len(text.PYDOC_CLASSES),
+        tokenizer=tokenizer,
+    )
+
+
 def _lattice_dataset(config: ml_collections.ConfigDict) -> Dataset:
     """Samples of a ``data.lattice_side``-square periodic Ising lattice with couplings
     ``data.lattice_sigma`` (``jaxebm.data.lattice``): each the end of its own chain of
@@ -209,7 +235,8 @@ def _lattice_dataset(config: ml_collections.ConfigDict) -> Dataset:
 @functools.lru_cache(maxsize=4)
 def _token_frequencies(name: str, seq_length: int) -> np.ndarray:
     tokenizer = text.pydoc_tokenizer()
-    tokens = text.load_pydoc("train", length=seq_length, tokenizer=tokenizer)["tokens"]
+    load = text.load_pydoc_classes if name == "pydoc_classes" else text.load_pydoc
+    tokens = load("train", length=seq_length, tokenizer=tokenizer)["tokens"]
     return np.asarray(text.unigram(tokens, tokenizer.vocab_size))
 
 
@@ -245,12 +272,16 @@ def train_batch(config: ml_collections.ConfigDict, dataset: Dataset, step: int) 
     """
     pipeline = jaxebm.data.pipeline
     seed = int(config.data.seed)
-    index = pipeline.batch_indices(
-        pipeline.num_examples(dataset.train), step, config.train.batch_size, seed=seed
-    )
-    batch = pipeline.take(dataset.train, pipeline.process_share(index))
+    if config.data.labelled_per_batch:
+        batch = _labelled_batch(config, dataset.train, step)
+    else:
+        index = pipeline.batch_indices(
+            pipeline.num_examples(dataset.train), step, config.train.batch_size, seed=seed
+        )
+        batch = pipeline.take(dataset.train, pipeline.process_share(index))
     if dataset.tokenizer is not None:  # text: one-hot tokens, the discrete samplers' states
-        return {"x": np.eye(dataset.vocab_size, dtype=np.float32)[batch["tokens"]]}
+        tokens = batch.pop("tokens")
+        return {"x": np.eye(dataset.vocab_size, dtype=np.float32)[tokens], **batch}
     if config.data.dequantize:
         levels = quantization_levels(config.data.name)
         if levels is None:
@@ -258,6 +289,27 @@ def train_batch(config: ml_collections.ConfigDict, dataset: Dataset, step: int) 
         rng = np.random.default_rng([seed, int(step), jax.process_index()])
         batch["x"] = pipeline.dequantize(rng, batch["x"], levels=levels)
     return batch
+
+
+def _labelled_batch(config: ml_collections.ConfigDict, train: dict, step: int) -> dict:
+    """A semi-supervised batch as JEM draws it: ``data.labelled_per_batch`` examples from the
+    labelled ones (``label_mask`` 1, ``gen_mask`` 0), then the rest of ``train.batch_size`` from
+    all examples for the generative term (``label_mask`` 0, ``gen_mask`` 1); each part its own
+    epoch-wise order of ``(data.seed, step)``, each host its share of both."""
+    pipeline = jaxebm.data.pipeline
+    seed, size = int(config.data.seed), int(config.data.labelled_per_batch)
+    labelled = np.flatnonzero(train["label_mask"])
+    index_labelled = labelled[pipeline.batch_indices(len(labelled), step, size, seed=seed + 1)]
+    index_all = pipeline.batch_indices(
+        pipeline.num_examples(train), step, int(config.train.batch_size) - size, seed=seed
+    )
+    parts = []
+    for index, is_labelled in ((index_labelled, True), (index_all, False)):
+        part = pipeline.take(train, pipeline.process_share(index))
+        ones = np.ones(len(index) // jax.process_count(), np.float32)
+        part["label_mask"], part["gen_mask"] = (ones, 0 * ones) if is_labelled else (0 * ones, ones)
+        parts.append(part)
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
 def _transfer_dataset(config: ml_collections.ConfigDict, dataset: Dataset) -> Dataset:

@@ -67,11 +67,11 @@ NEEDS: dict[str, Need] = {
     ),
     "classifier": Need(
         lambda dataset, model: model.logits_fn is not None,
-        "a classifier's logits f(x) (model.name='wideresnet')",
+        "a classifier's logits f(x) (model.name='wideresnet' or 'transformer_classifier')",
     ),
     "residual": Need(
         lambda dataset, model: model.base_lm is not None,
-        "a residual EBM's base LM (loss.objective='nce')",
+        "a base LM (loss.mode='lm': a residual EBM, a text JEM by NCE)",
     ),
     "checkable": Need(
         lambda dataset, model: dataset.is_correct is not None,

@@ -28,9 +28,10 @@ __all__ = ["classify", "ood", "attack", "samples"]
 
 
 def classify(run: Run) -> dict:
-    """Test accuracy, expected calibration error and NLL of ``p(y | x)``; reliability.png."""
+    """Test accuracy, expected calibration error and NLL of ``p(y | x)``; reliability.png. Images
+    or token windows (a text set's integer tokens: the classifier one-hot encodes them)."""
     test = run.dataset.test
-    x, y = np.asarray(test["x"]), np.asarray(test["y"])
+    x, y = np.asarray(test["x" if "x" in test else "tokens"]), np.asarray(test["y"])
     logits_x = logits(run, x)
     probs = np.asarray(jax.nn.softmax(jnp.asarray(logits_x), axis=-1))
     num_bins = int(run.config.eval.ece_bins)

@@ -24,7 +24,7 @@ def _lm_samples(run: Run, key, num: int) -> np.ndarray:
     """``num`` samples ``[num, L]`` (int32) of the base LM, in chunks of ``eval.batch_size``."""
     chunk, length = int(run.config.eval.batch_size), int(run.dataset.event_shape[0])
     draw = jax.jit(
-        lambda key: jaxebm.residual.sample_lm(key, run.model.base_lm.logits_fn, chunk, length)
+        lambda key: jaxebm.residual.sample_lm(key, run.model.base_lm.decoder, chunk, length)
     )
     parts = [np.asarray(draw(jax.random.fold_in(key, i))) for i in range(-(-num // chunk))]
     return np.concatenate(parts)[:num]

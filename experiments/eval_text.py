@@ -17,6 +17,8 @@ from jaxebm.data import text
 
 __all__ = ["samples", "ranking", "infill"]
 
+PYDOC_NAMES = ("pydoc", "pydoc_classes")  # text sets of the pydoc tokenizer
+
 
 def _decode(run: Run, x) -> list[str]:
     """One-hot (or integer) token windows ``[N, L(, V)]`` as strings."""
@@ -71,19 +73,25 @@ def samples(run: Run) -> dict:
 
 def ranking(run: Run) -> dict:
     """AUROC of held-out windows (lower energy) against the same windows with their tokens
-    shuffled, and with 10% of them replaced at random: 1 ranks every real window first."""
+    shuffled, and with 10% of them replaced at random: 1 ranks every real window first. The
+    pydoc sets also rank them against as many windows of another corpus, Python's own source
+    code (``jaxebm.data.text.load_python_source``)."""
     tokens = np.asarray(run.dataset.test["tokens"])
     key_shuffle, key_corrupt = jax.random.split(jax.random.fold_in(run.key, 2))
     shuffled = np.asarray(text.shuffle_within(key_shuffle, tokens))
     corrupted = np.asarray(
         text.corrupt(key_corrupt, tokens, rate=0.1, vocab_size=run.dataset.vocab_size)
     )
-    held_out, of_shuffled, of_corrupted = _energies(run, tokens, shuffled, corrupted)
-    return {
-        "auroc_shuffled": float(metrics.auroc(held_out, of_shuffled)),
-        "auroc_corrupted_10pct": float(metrics.auroc(held_out, of_corrupted)),
-        "num_windows": int(len(tokens)),
+    others = {"shuffled": shuffled, "corrupted_10pct": corrupted}
+    if run.config.data.name in PYDOC_NAMES:
+        source = text.load_python_source(length=tokens.shape[1], num=len(tokens))["tokens"]
+        others["python_source"] = np.asarray(source)
+    held_out, *energies = _energies(run, tokens, *others.values())
+    result = {
+        f"auroc_{name}": float(metrics.auroc(held_out, of_other))
+        for name, of_other in zip(others, energies, strict=True)
     }
+    return {**result, "num_windows": int(len(tokens))}
 
 
 def infill(run: Run) -> dict:

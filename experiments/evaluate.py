@@ -38,7 +38,15 @@ from experiments import (
 )
 from experiments.datasets import LATTICE_NAMES, TEXT_NAMES
 from experiments.eval_common import NEEDS, Run, make_run
-from experiments.options import ATTACK_NORMS, check, choose, is_counts, non_negative, positive
+from experiments.options import (
+    ATTACK_NORMS,
+    CLASSIFIERS,
+    check,
+    choose,
+    is_counts,
+    non_negative,
+    positive,
+)
 from experiments.state import restore_run
 from experiments.writers import read_metrics
 from jaxebm import viz
@@ -74,7 +82,7 @@ TASKS = {  # name -> Task; `--task` and `eval.tasks` choose among them
     "compose": Task(eval_classes.compose, ("images", "conditional")),
     "classify": Task(eval_classes.classify, ("images", "conditional")),
     "attack": Task(eval_classes.attack, ("images", "conditional")),
-    "jem_classify": Task(eval_jem.classify, ("images", "classifier")),
+    "jem_classify": Task(eval_jem.classify, ("classifier",)),
     "jem_ood": Task(eval_jem.ood, ("images", "classifier")),
     "jem_attack": Task(eval_jem.attack, ("images", "classifier")),
     "jem_samples": Task(eval_jem.samples, ("images", "classifier")),
@@ -214,8 +222,8 @@ def _config_needs(config) -> dict[str, bool]:
         "tokens": is_text,
         "lattice": is_lattice,
         "conditional": config.model.name == "resnet" and bool(config.model.conditional),
-        "classifier": config.model.name == "wideresnet",
-        "residual": config.loss.objective == "nce",
+        "classifier": config.model.name in CLASSIFIERS,
+        "residual": config.loss.mode == "lm",
         "checkable": config.data.name == "arithmetic",
     }
 

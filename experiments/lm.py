@@ -43,7 +43,8 @@ _KEY = 0x4C4D  # folded into key(train.seed): the LM's initialisation, apart fro
 
 class BaseLM(NamedTuple):
     """A trained causal LM: ``logits_fn(tokens int32 [B, L]) -> [B, L, V]`` with its parameters
-    closed over, and ``log_likelihood(tokens) -> [B]`` (``log P_LM(x)``, teacher forcing)."""
+    closed over, ``log_likelihood(tokens) -> [B]`` (``log P_LM(x)``, teacher forcing) and
+    ``decoder``, the same LM position by position for sampling."""
 
     module: jaxebm.nets.CausalLM
     params: Any
@@ -53,6 +54,11 @@ class BaseLM(NamedTuple):
 
     def log_likelihood(self, tokens):
         return self.module.log_likelihood(self.params, tokens)
+
+    @property
+    def decoder(self) -> jaxebm.nets.LMDecoder:
+        """The LM with a key-value cache, for drawing samples (``jaxebm.residual.sample_lm``)."""
+        return self.module.decoder(self.params)
 
 
 class LMState(NamedTuple):

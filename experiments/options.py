@@ -11,6 +11,7 @@ __all__ = [
     "DISCRETE_SAMPLERS",
     "TOKEN_INITS",
     "MODELS",
+    "CLASSIFIERS",
     "OBJECTIVES",
     "OPTIMIZERS",
     "SCHEDULES",
@@ -31,7 +32,8 @@ __all__ = [
 
 SAMPLERS = ("langevin", "mala", "hmc", "gwg", "dmala", "dula")
 DISCRETE_SAMPLERS = ("gwg", "dmala", "dula")  # one-hot states: text
-MODELS = ("mlp", "resnet", "conv", "wideresnet", "transformer", "ising")
+MODELS = ("mlp", "resnet", "conv", "wideresnet", "transformer", "transformer_classifier", "ising")
+CLASSIFIERS = ("wideresnet", "transformer_classifier")  # logits f(x): JEM's models
 OBJECTIVES = ("cd", "jem", "icd", "nce")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "piecewise")
@@ -55,9 +57,9 @@ MODEL_FIELDS = {
     "spectral_norm": ("resnet",),
     "depth": ("wideresnet",),
     "widen_factor": ("wideresnet",),
-    "width": ("transformer",),
-    "num_layers": ("transformer",),
-    "num_heads": ("transformer",),
+    "width": ("transformer", "transformer_classifier"),
+    "num_layers": ("transformer", "transformer_classifier"),
+    "num_heads": ("transformer", "transformer_classifier"),
     "neighbour_coupling": ("transformer",),
 }
 SAMPLER_FIELDS = {

@@ -83,7 +83,7 @@ def restore_run(workdir: str, *, repair: bool = False):
     model = builders.make_energy(config, dataset)
     tx = builders.make_optimizer(config)
     mesh = jaxebm.parallel.make_mesh(config.train.num_devices or None)
-    if config.loss.objective == "nce":  # a residual EBM: its base LM, saved in the workdir
+    if config.loss.mode == "lm":  # a residual EBM, a text JEM by NCE: the LM in the workdir
         base_lm = lm_lib.load_or_train(config, dataset, workdir, mesh, may_train=False)
         model = model._replace(base_lm=base_lm)
     target = init_state(config, dataset, model, tx, mesh)

@@ -71,9 +71,9 @@ class LoopResult(NamedTuple):
 def build(config: ml_collections.ConfigDict, *, workdir: str | None = None) -> Run:
     """Checks ``config`` and the data against the devices, then builds the run (not compiled).
 
-    A residual EBM (``loss.objective="nce"``) needs its base LM first: read from
-    ``<workdir>/lm``, or trained there now (``experiments.lm``; without a workdir, trained and
-    kept in memory only).
+    A run with ``loss.mode="lm"`` (a residual EBM, a text JEM by NCE) needs its base LM first:
+    read from ``<workdir>/lm``, or trained there now (``experiments.lm``; without a workdir,
+    trained and kept in memory only).
     """
     validation.validate_config(config)
     supervisor = builders.make_supervisor(config)
@@ -82,7 +82,7 @@ def build(config: ml_collections.ConfigDict, *, workdir: str | None = None) -> R
     tx = builders.make_optimizer(config)
     mesh = jaxebm.parallel.make_mesh(config.train.num_devices or None)
     num_devices = mesh.shape["data"]
-    is_residual = config.loss.objective == "nce"
+    has_lm = config.loss.mode == "lm"
     for name, size in (
         [("train.batch_size", config.train.batch_size)]
         + (
@@ -90,11 +90,11 @@ def build(config: ml_collections.ConfigDict, *, workdir: str | None = None) -> R
             if config.loss.mode == "persistent"
             else []
         )
-        + ([("lm.batch_size", config.lm.batch_size)] if is_residual else [])
+        + ([("lm.batch_size", config.lm.batch_size)] if has_lm else [])
     ):
         if size % num_devices:
             raise ValueError(f"{name} ({size}) must be divisible by the {num_devices} devices")
-    if is_residual:
+    if has_lm:
         model = model._replace(base_lm=lm_lib.load_or_train(config, dataset, workdir, mesh))
     train_step = builders.make_train_step(config, model, tx)
     # The data must fit the model before anything is compiled: all of it when it is in memory,

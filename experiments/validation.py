@@ -14,6 +14,7 @@ from experiments.datasets import DATASETS, LATTICE_NAMES, quantization_levels
 from experiments.evaluate import check_eval_config
 from experiments.options import (
     ACTIVATIONS,
+    CLASSIFIERS,
     CLIP_MODES,
     LOSS_FIELDS,
     MODEL_FIELDS,
@@ -58,6 +59,8 @@ def _num_classes(name: str) -> int | None:
         return digits.NUM_CLASSES
     if name in tfds_data.NAMES:
         return tfds_data.spec(name).num_classes
+    if name == "pydoc_classes":
+        return len(jaxebm.data.text.PYDOC_CLASSES)
     return None
 
 
@@ -82,20 +85,27 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     # The library's modes, and "lm": fresh samples of a residual EBM's base LM (objective nce).
     choose("loss.mode", "training mode", config.loss.mode, (*jaxebm.train.MODES, "lm"))
     objective = choose("loss.objective", "objective", config.loss.objective, OBJECTIVES)
-    if (objective == "nce") != (config.loss.mode == "lm"):
+    if objective == "nce" and config.loss.mode != "lm":
         raise ValueError(
-            "loss.objective='nce' (a residual EBM) and loss.mode='lm' (its negatives: samples of "
-            f"the base LM) go together, got objective {objective!r} and mode {config.loss.mode!r}"
+            "loss.objective='nce' (a residual EBM) takes loss.mode='lm' (its negatives: samples "
+            f"of the base LM), got mode {config.loss.mode!r}"
         )
-    if (objective == "jem") != (config.model.name == "wideresnet"):
+    if (objective == "jem") != (config.model.name in CLASSIFIERS):
         raise ValueError(
-            "loss.objective='jem' trains a classifier's logits: use it with "
-            f"model.name='wideresnet' (got objective {objective!r}, model {config.model.name!r})"
+            "loss.objective='jem' trains a classifier's logits: use it with model.name in "
+            f"{', '.join(map(repr, CLASSIFIERS))} (got objective {objective!r}, model "
+            f"{config.model.name!r})"
         )
-    if objective == "jem" and config.loss.mode != "persistent":
+    if objective == "jem" and config.loss.mode not in ("persistent", "lm"):
         raise ValueError(
-            "loss.mode must be 'persistent' with loss.objective='jem' (JEM's chains come from a "
-            f"replay buffer), got {config.loss.mode!r}"
+            "loss.mode must be 'persistent' (chains from a replay buffer, JEM) or 'lm' (noise "
+            "of a base language model, NCE: He et al. 2021, text only) with "
+            f"loss.objective='jem', got {config.loss.mode!r}"
+        )
+    if config.loss.mode == "lm" and objective not in ("nce", "jem"):
+        raise ValueError(
+            "loss.mode='lm' (samples of a base LM as negatives) goes with loss.objective='nce' "
+            f"(a residual EBM) or 'jem' (a text classifier), got {objective!r}"
         )
     for name, value in [
         ("sampler.step_size", config.sampler.step_size),
@@ -168,6 +178,22 @@ def _check_data(config: ml_collections.ConfigDict) -> None:
             "set data.dequantize=False"
         )
     check(data, "data.labels_per_class", non_negative, ">= 0 (0: every label is used)")
+    check(data, "data.labelled_per_batch", non_negative, ">= 0 (0: batches drawn from all)")
+    if data.labelled_per_batch:
+        if not data.labels_per_class:
+            raise ValueError(
+                "data.labelled_per_batch draws part of each batch from the labelled examples of "
+                "a semi-supervised run: set data.labels_per_class too, or leave it at 0"
+            )
+        num_classes = _num_classes(name) or 0
+        most = min(data.labels_per_class * num_classes, config.train.batch_size - 1)
+        if not data.labelled_per_batch <= most:
+            raise ValueError(
+                f"data.labelled_per_batch must be at most {most}: below train.batch_size "
+                f"({config.train.batch_size}), whose rest is the generative term's, and at "
+                f"most the {data.labels_per_class * num_classes} labelled examples, got "
+                f"{data.labelled_per_batch}"
+            )
     shifts = ("", *jaxebm.data.transfer.SHIFTS)
     if data.target_domain not in shifts:
         raise ValueError(
@@ -205,9 +231,9 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
             f"model.name={name!r} takes images [H, W, C]; data.name={config.data.name!r} gives "
             "2-D points: use model.name='mlp'"
         )
-    needs_labels = name == "wideresnet" or (name == "resnet" and model.conditional)
+    needs_labels = name in CLASSIFIERS or (name == "resnet" and model.conditional)
     if needs_labels and _num_classes(config.data.name) is None:
-        what = "a classifier" if name == "wideresnet" else "model.conditional=True"
+        what = "a classifier" if name in CLASSIFIERS else "model.conditional=True"
         raise ValueError(
             f"{what} needs a labelled set; data.name={config.data.name!r} has no labels"
         )
@@ -222,7 +248,7 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
         return
     if name == "ising":
         return  # its size is the lattice's (check_discrete pairs it with a lattice set)
-    if name == "transformer":
+    if name in ("transformer", "transformer_classifier"):
         for field in ("width", "num_layers", "num_heads"):
             check(model, f"model.{field}", positive, "> 0")
         if model.width % model.num_heads:

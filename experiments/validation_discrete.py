@@ -19,11 +19,14 @@ from experiments.options import (
 
 __all__ = ["check_discrete"]
 
-# The model each kind of discrete set is for, and the fields only that kind reads.
+# The model each kind of discrete set is for, and the fields only that kind reads; a labelled
+# text set is for the transformer classifier (a text JEM).
 _MODEL = {"text": "transformer", "lattice": "ising"}
+_LABELLED_TEXT = ("pydoc_classes",)
 _FIELDS = {
     "text": (("data", "seq_length"),),
     "arithmetic": (("data", "max_digits"),),
+    "labelled text": (("data", "stride"),),
     "lattice": (("data", "lattice_side"), ("data", "lattice_sigma"), ("data", "gibbs_sweeps")),
     "discrete": (("buffer", "token_init"),),
 }
@@ -32,6 +35,7 @@ _FIELDS = {
 _SETS = {
     "text": TEXT_NAMES,
     "arithmetic": ("arithmetic",),
+    "labelled text": _LABELLED_TEXT,
     "lattice": LATTICE_NAMES,
     "discrete": DISCRETE_NAMES,
 }
@@ -46,9 +50,9 @@ def _sets(kind: str) -> str:
 
 
 def check_discrete(config: ml_collections.ConfigDict) -> None:
-    """Text sets pair with the transformer, lattice sets with the Ising model, both with a
-    discrete sampler and plain contrastive divergence; their fields stay at their defaults
-    elsewhere."""
+    """Text sets pair with the transformer, labelled text sets with the transformer classifier
+    (JEM), lattice sets with the Ising model, all with a discrete sampler; their fields stay at
+    their defaults elsewhere."""
     kind = _kind(config.data.name)
     name = config.data.name
     for model_kind, model in _MODEL.items():
@@ -57,10 +61,17 @@ def check_discrete(config: ml_collections.ConfigDict) -> None:
                 f"model.name={model!r} is for the {model_kind} sets ({_sets(model_kind)}); "
                 f"data.name={name!r} is not one: choose another model.name"
             )
-    if kind is not None and config.model.name != _MODEL[kind]:
+    if config.model.name == "transformer_classifier" and name not in _LABELLED_TEXT:
+        raise ValueError(
+            "model.name='transformer_classifier' is for the labelled text sets "
+            f"({', '.join(_LABELLED_TEXT)}); data.name={name!r} is not one: choose another "
+            "model.name"
+        )
+    expected = "transformer_classifier" if name in _LABELLED_TEXT else _MODEL.get(kind)
+    if kind is not None and config.model.name != expected:
         raise ValueError(
             f"data.name={name!r} gives {'token sequences' if kind == 'text' else 'lattice spins'}"
-            f": model.name must be {_MODEL[kind]!r}, got {config.model.name!r}"
+            f": model.name must be {expected!r}, got {config.model.name!r}"
         )
     is_discrete_sampler = config.sampler.name in DISCRETE_SAMPLERS
     if kind is not None and not is_discrete_sampler:
@@ -81,6 +92,13 @@ def check_discrete(config: ml_collections.ConfigDict) -> None:
         check(config.data, "data.seq_length", lambda n: positive(n) and n >= 2, ">= 2 tokens")
         if name == "arithmetic":
             _check_arithmetic(config.data)
+        if name in _LABELLED_TEXT:
+            check(
+                config.data,
+                "data.stride",
+                lambda n: isinstance(n, int) and not isinstance(n, bool) and n >= 0,
+                "a whole number >= 0 (0: data.seq_length, windows that do not overlap)",
+            )
     else:
         check(
             config.data,
@@ -91,6 +109,8 @@ def check_discrete(config: ml_collections.ConfigDict) -> None:
         check(config.data, "data.lattice_sigma", is_number, "a number (the coupling)")
         check(config.data, "data.gibbs_sweeps", positive, "> 0 (sweeps per training sample)")
     objectives = ("cd", "nce") if kind == "text" else ("cd",)
+    if name in _LABELLED_TEXT:
+        objectives = ("jem",)
     if config.loss.objective not in objectives:
         raise ValueError(
             f"loss.objective must be {' or '.join(map(repr, objectives))} on "
@@ -136,6 +156,8 @@ def _check_fields_unused(config: ml_collections.ConfigDict, kind: str | None) ->
         if kind == fields_kind or (fields_kind == "discrete" and kind is not None):
             continue
         if fields_kind == "arithmetic" and config.data.name == "arithmetic":
+            continue
+        if fields_kind == "labelled text" and config.data.name in _LABELLED_TEXT:
             continue
         for section, field in fields:
             if not same(config[section][field], default[section][field]):

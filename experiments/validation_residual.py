@@ -1,5 +1,6 @@
-"""The checks of residual EBMs (``loss.objective="nce"``): a text set, and the ``lm`` section of
-their base language model, which no other objective reads (``validate_config`` calls
+"""The checks of runs with a base language model (``loss.mode="lm"``: residual EBMs, text JEMs
+with NCE): a text set, and the ``lm`` section of their base language model, which no other mode
+reads (``validate_config`` calls
 :func:`check_residual`)."""
 
 from __future__ import annotations
@@ -21,19 +22,19 @@ def check_residual(config: ml_collections.ConfigDict) -> None:
     """A residual EBM trains on a text set with a base LM of valid shape and schedule; any other
     objective leaves the ``lm`` section at its defaults."""
     lm, default = config.lm, base_config.get_config().lm
-    if config.loss.objective != "nce":
+    if config.loss.mode != "lm":
         for field in lm:
             if not same(lm[field], default[field]):
                 raise ValueError(
-                    f"lm.{field} configures the base LM of a residual EBM "
-                    f"(loss.objective='nce'); {config.loss.objective!r} has none: leave it at "
+                    f"lm.{field} configures the base LM whose samples are the negatives of "
+                    f"loss.mode='lm'; mode {config.loss.mode!r} has none: leave it at "
                     f"{default[field]!r}, got {lm[field]!r}"
                 )
         return
     if config.data.name not in TEXT_NAMES:
         raise ValueError(
-            f"loss.objective='nce' trains a residual EBM of a language model: data.name must be "
-            f"a text set ({', '.join(TEXT_NAMES)}), got {config.data.name!r}"
+            f"loss.mode='lm' draws negatives from a language model: data.name must be a text "
+            f"set ({', '.join(TEXT_NAMES)}), got {config.data.name!r}"
         )
     for field in ("width", "num_layers", "num_heads", "num_steps", "batch_size", "num_noise"):
         check(lm, f"lm.{field}", _is_count, "a whole number >= 1")

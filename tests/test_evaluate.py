@@ -86,7 +86,11 @@ def test_every_task_applies_to_some_run_and_needs_only_known_things():
         ("igebm_conditional", "density", "needs 2-D points"),
         ("text", "generate", r"needs images \[H, W, C\]"),
         ("igebm", "infill", r"needs token sequences \(a text set\)"),
-        ("text", "perplexity", r"needs a residual EBM's base LM \(loss.objective='nce'\)"),
+        (
+            "text",
+            "perplexity",
+            r"needs a base LM \(loss.mode='lm': a residual EBM, a text JEM by NCE\)",
+        ),
         ("residual", "arithmetic", r"needs text whose correctness can be checked"),
     ],
 )

@@ -140,7 +140,7 @@ CASES = [
     flag_case("loss.objective=jem", "loss.objective='jem' trains a classifier's logits"),
     flag_case(
         "loss.mode=cd",
-        "loss.mode must be 'persistent' with loss.objective='jem'",
+        "loss.mode must be 'persistent' (chains from a replay buffer, JEM) or 'lm'",
         "digits_jem:quick",
     ),
     flag_case("sampler.step_size=-0.1", "sampler.step_size must be > 0, got -0.1"),
@@ -168,20 +168,25 @@ CASES = [
     ),
     flag_case(
         "model.name=transformer",
-        "model.name='transformer' is for the text sets (pydoc, arithmetic)",
+        "model.name='transformer' is for the text sets (pydoc, arithmetic, pydoc_classes)",
     ),
     flag_case("sampler.name=gwg", "sampler.name='gwg' is for one-hot states"),
     flag_case(
-        "data.seq_length=32", "data.seq_length applies to the text sets (pydoc, arithmetic) only"
+        "data.seq_length=32",
+        "data.seq_length applies to the text sets (pydoc, arithmetic, pydoc_classes) only",
     ),
     # --- residual EBMs (loss.objective='nce'): a text set and its base LM ----------------------
     flag_case(
         "loss.mode=persistent",
-        "loss.objective='nce' (a residual EBM) and loss.mode='lm' (its negatives",
+        "loss.objective='nce' (a residual EBM) takes loss.mode='lm'",
         "arithmetic_residual:quick",
     ),
-    flag_case("loss.objective=cd", "got objective 'cd' and mode 'lm'", "arithmetic_residual:quick"),
-    flag_case("lm.num_steps=5", "lm.num_steps configures the base LM of a residual EBM"),
+    flag_case(
+        "loss.objective=cd",
+        "loss.mode='lm' (samples of a base LM as negatives) goes with loss.objective='nce'",
+        "arithmetic_residual:quick",
+    ),
+    flag_case("lm.num_steps=5", "lm.num_steps configures the base LM whose samples are"),
     flag_case(
         "lm.num_heads=3",
         "lm.width (16) must be divisible by lm.num_heads (3)",
@@ -207,6 +212,38 @@ CASES = [
     ),
     flag_case(
         "data.max_digits=3", "data.max_digits applies to the arithmetic sets", "pydoc_pcd:quick"
+    ),
+    # --- text JEMs (data.name='pydoc_classes'): the transformer classifier ---------------------
+    flag_case(
+        "model.name=transformer_classifier",
+        "model.name='transformer_classifier' is for the labelled text sets (pydoc_classes)",
+        "digits_jem:quick",
+    ),
+    flag_case(
+        "model.name=transformer",
+        "loss.objective='jem' trains a classifier's logits",
+        "text_jem:quick",
+    ),
+    flag_case(
+        "data.labelled_per_batch=8",
+        "data.labelled_per_batch draws part of each batch from the labelled examples",
+        "text_jem:quick",
+    ),
+    flag_case(
+        "data.labels_per_class=1 data.labelled_per_batch=8",
+        "data.labelled_per_batch must be at most 4",
+        "text_jem:quick",
+    ),
+    flag_case(
+        "loss.mode=short_run",
+        "loss.mode must be 'persistent' (chains from a replay buffer, JEM) or 'lm'",
+        "text_jem:quick",
+    ),
+    flag_case("data.stride=-1", "data.stride must be a whole number >= 0", "text_jem:quick"),
+    flag_case(
+        "data.stride=8",
+        "data.stride applies to the labelled text sets (pydoc_classes) only",
+        "pydoc_pcd:quick",
     ),
     # --- lattice spins (data.name='ising'): the Ising model, a discrete sampler ---------------
     flag_case("model.name=ising", "model.name='ising' is for the lattice sets (ising)"),

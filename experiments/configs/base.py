@@ -39,9 +39,14 @@ def _data() -> ml_collections.ConfigDict:
     data.image_size = placeholder(int)  # None: the set's own size (celeb_a: docs/data.md)
     data.dequantize = False  # uniform dequantisation of 8-bit pixels (IGEBM sets it)
     data.labels_per_class = 0  # > 0: semi-supervised, only that many labels per class
+    # With labels_per_class: > 0 draws that many of each batch from the labelled examples (the
+    # cross-entropy's) and the rest from all (the generative term's), as JEM's code does; 0
+    # draws batches from all examples, the labels of the others masked.
+    data.labelled_per_batch = 0
     data.target_domain = ""  # e.g. "inverted_noisy": domain adaptation (jaxebm.data.transfer)
     data.gen_on_source = False  # domain adaptation: the generative term on both domains
     data.seq_length = 64  # text sets only: tokens per window (pydoc: 6,242 training windows)
+    data.stride = 0  # pydoc_classes only: tokens between training windows' starts; 0: seq_length
     data.lattice_side = 10  # lattice sets only: a side x side periodic Ising lattice
     data.lattice_sigma = 0.2  # lattice sets only: its coupling J_ij between neighbours
     data.gibbs_sweeps = 1_000  # lattice sets only: exact Gibbs sweeps behind each sample
@@ -168,9 +173,9 @@ def _recovery() -> ml_collections.ConfigDict:
 
 
 def _lm() -> ml_collections.ConfigDict:
-    # The base language model of a residual EBM (loss.objective="nce", Deng et al. 2020): a
-    # jaxebm.nets.CausalLM trained first by maximum likelihood on the same training text, then
-    # frozen; its samples are the noise of NCE. Read only by loss.objective="nce".
+    # The base language model of loss.mode="lm" (a residual EBM, Deng et al. 2020; a text JEM
+    # by NCE, He et al. 2021): a jaxebm.nets.CausalLM trained first by maximum likelihood on the
+    # same training text, then frozen; its samples are the noise of NCE. Read only by that mode.
     lm = ml_collections.ConfigDict()
     lm.width = 64
     lm.num_layers = 2
