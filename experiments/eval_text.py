@@ -11,6 +11,7 @@ import numpy as np
 
 import jaxebm
 from experiments import builders
+from experiments import lm as lm_lib
 from experiments.eval_common import Run
 from jaxebm import metrics, tasks
 from jaxebm.data import text
@@ -75,7 +76,10 @@ def ranking(run: Run) -> dict:
     """AUROC of held-out windows (lower energy) against the same windows with their tokens
     shuffled, and with 10% of them replaced at random: 1 ranks every real window first. The
     pydoc sets also rank them against as many windows of another corpus, Python's own source
-    code (``jaxebm.data.text.load_python_source``)."""
+    code (``jaxebm.data.text.load_python_source``). A run with a base LM (``loss.mode="lm"``)
+    models text as ``P_LM(x) exp(-E(x)) / Z``, where ``E`` only corrects the LM; it also ranks
+    by that model's ``E(x) - log P_LM(x)`` (``joint_auroc_*``), the LM alone's
+    ``-log P_LM(x)`` next to it (``lm_auroc_*``)."""
     tokens = np.asarray(run.dataset.test["tokens"])
     key_shuffle, key_corrupt = jax.random.split(jax.random.fold_in(run.key, 2))
     shuffled = np.asarray(text.shuffle_within(key_shuffle, tokens))
@@ -91,6 +95,16 @@ def ranking(run: Run) -> dict:
         f"auroc_{name}": float(metrics.auroc(held_out, of_other))
         for name, of_other in zip(others, energies, strict=True)
     }
+    base = run.model.base_lm
+    if base is not None:
+        batch_size = int(run.config.eval.batch_size)
+        surprisal = lambda t: -lm_lib.log_likelihoods(base, t, batch_size)
+        lm_held_out = surprisal(tokens)
+        for name, other, of_other in zip(others, others.values(), energies, strict=True):
+            lm_other = surprisal(other)
+            result[f"lm_auroc_{name}"] = float(metrics.auroc(lm_held_out, lm_other))
+            joint = metrics.auroc(held_out + lm_held_out, of_other + lm_other)
+            result[f"joint_auroc_{name}"] = float(joint)
     return {**result, "num_windows": int(len(tokens))}
 
 

@@ -69,7 +69,9 @@ def test_text_jem_quick_trains_on_lm_noise_and_evaluates(nce_run):
     assert 0.0 <= classify["accuracy"] <= 1.0 and 0.0 <= classify["ece"] <= 1.0
     assert (workdir / "reliability.png").stat().st_size > 0
     ranking = summary["text_ranking"]
-    assert {"auroc_shuffled", "auroc_corrupted_10pct", "auroc_python_source"} <= set(ranking)
+    others = ("shuffled", "corrupted_10pct", "python_source")
+    for prefix in ("auroc", "lm_auroc", "joint_auroc"):  # E, -log P_LM, E - log P_LM
+        assert all(0.0 <= ranking[f"{prefix}_{other}"] <= 1.0 for other in others)
     assert summary["perplexity"]["joint_lower"] <= summary["perplexity"]["joint_upper"]
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert {"ce", "energy_gap", "loss"} <= set(rows[-1])

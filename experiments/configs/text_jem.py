@@ -6,8 +6,9 @@ logits' energy E(x) = -logsumexp_y f(x)[y] is trained on all windows.
 The cross-entropy baseline (the same network and batches, no generative term):
   python -m experiments.train --config=experiments/configs/text_jem.py \
       --config.loss.gen_weight=0 --workdir=runs/text_ce
-Negatives from persistent Gibbs-with-Gradients chains instead of the LM:
-  ... --config.loss.mode=persistent --config.lm.num_steps=... (see text_jem_semisup.py)
+Negatives from persistent Gibbs-with-Gradients chains of the classifier's energy (JEM's replay
+buffer) instead of the LM's samples:
+  ... --config.loss.mode=persistent --config.loss.l2_coeff=0.1
 Smoke test: text_jem.py:quick.
 
 The generative term is noise-contrastive estimation against samples of a small causal LM trained
