@@ -286,3 +286,40 @@ def test_nce_step_resumes_bitwise_from_a_checkpoint(tmp_path):
     manager.close()
     resumed, _ = run(restored, step, mesh, 2, 4)
     assert_trees_equal(resumed, straight)
+
+
+@pytest.mark.slow  # two compilations of the step
+def test_jem_nce_step_on_four_devices_equals_one_device():
+    """A text JEM's step (cross-entropy on labelled rows, NCE against LM noise on the others):
+    the masked means over the global batch make 4 devices equal 1 (the LM made greedy, so every
+    device draws the same noise)."""
+    lm = jaxebm.nets.CausalLM(vocab_size=VOCAB, length=LENGTH, width=8, depth=1, num_heads=2)
+    lm_params = lm.init(jax.random.key(100), jnp.zeros((1, LENGTH), jnp.int32))
+    source = residual.lm_negatives(lambda t: 1e3 * lm.apply(lm_params, t), num_noise=2)
+    module = jaxebm.nets.TransformerClassifier(
+        vocab_size=VOCAB, length=LENGTH, num_classes=2, width=8, depth=1, num_heads=2
+    )
+    objective = jaxebm.objectives.jem(module.apply, generative="nce")
+    tx = optax.sgd(0.1)
+    # Labelled rows on the first devices, generative ones on the last: only the global counts
+    # make the halves weigh the same as on one device.
+    masks = {"label_mask": np.repeat([1.0, 0.0], 4), "gen_mask": np.repeat([0.0, 1.0], 4)}
+    results = []
+    for num_devices in (1, 4):
+        mesh = parallel.make_mesh(num_devices)
+        params = module.init(jax.random.key(0), ONE_HOT_ZERO)
+        state = parallel.shard_state(
+            jaxebm.TrainState.create(params, tx, None, jax.random.key(2)), mesh
+        )
+        step = parallel.data_parallel(jaxebm.train.make_step(objective, tx, negatives=source), mesh)
+        for t in range(3):
+            batch = {**batch_at(t), "y": np.arange(BATCH) % 2, **masks}
+            state, metrics = step(state, parallel.shard_batch(batch, mesh))
+        results.append((state, metrics))
+    (state_1, metrics_1), (state_4, metrics_4) = results
+    for a, b in zip(jax.tree.leaves(state_1.params), jax.tree.leaves(state_4.params), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    for name in ("loss", "ce", "energy_pos", "energy_neg", "param_grad_norm"):
+        np.testing.assert_allclose(
+            float(metrics_4[name]), float(metrics_1[name]), rtol=1e-5, atol=1e-6, err_msg=name
+        )
