@@ -178,22 +178,7 @@ def _check_data(config: ml_collections.ConfigDict) -> None:
             "set data.dequantize=False"
         )
     check(data, "data.labels_per_class", non_negative, ">= 0 (0: every label is used)")
-    check(data, "data.labelled_per_batch", non_negative, ">= 0 (0: batches drawn from all)")
-    if data.labelled_per_batch:
-        if not data.labels_per_class:
-            raise ValueError(
-                "data.labelled_per_batch draws part of each batch from the labelled examples of "
-                "a semi-supervised run: set data.labels_per_class too, or leave it at 0"
-            )
-        num_classes = _num_classes(name) or 0
-        most = min(data.labels_per_class * num_classes, config.train.batch_size - 1)
-        if not data.labelled_per_batch <= most:
-            raise ValueError(
-                f"data.labelled_per_batch must be at most {most}: below train.batch_size "
-                f"({config.train.batch_size}), whose rest is the generative term's, and at "
-                f"most the {data.labels_per_class * num_classes} labelled examples, got "
-                f"{data.labelled_per_batch}"
-            )
+    _check_labelled_batches(config)
     shifts = ("", *jaxebm.data.transfer.SHIFTS)
     if data.target_domain not in shifts:
         raise ValueError(
@@ -218,6 +203,26 @@ def _check_data(config: ml_collections.ConfigDict) -> None:
             raise ValueError(
                 f"{field} needs loss.objective='jem' (only JEM's loss reads the label and "
                 f"generative masks), got {config.loss.objective!r}"
+            )
+
+
+def _check_labelled_batches(config: ml_collections.ConfigDict) -> None:
+    data, name = config.data, config.data.name
+    check(data, "data.labelled_per_batch", non_negative, ">= 0 (0: batches drawn from all)")
+    if data.labelled_per_batch:
+        if not data.labels_per_class:
+            raise ValueError(
+                "data.labelled_per_batch draws part of each batch from the labelled examples of "
+                "a semi-supervised run: set data.labels_per_class too, or leave it at 0"
+            )
+        num_classes = _num_classes(name) or 0
+        most = min(data.labels_per_class * num_classes, config.train.batch_size - 1)
+        if not data.labelled_per_batch <= most:
+            raise ValueError(
+                f"data.labelled_per_batch must be at most {most}: below train.batch_size "
+                f"({config.train.batch_size}), whose rest is the generative term's, and at "
+                f"most the {data.labels_per_class * num_classes} labelled examples, got "
+                f"{data.labelled_per_batch}"
             )
 
 
