@@ -14,7 +14,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,experiments]"
+	$(PY) -m pip install --quiet -e ".[dev,experiments,speech]"
 	touch $(STAMP)
 
 # The default EBM on built-in data: the 2-D toy config on two densities (~2 min each on 2 cores).
