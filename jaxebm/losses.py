@@ -10,7 +10,13 @@ import optax
 
 from jaxebm.types import Array, ArrayLike
 
-__all__ = ["contrastive_divergence", "jem_loss", "nce"]
+__all__ = [
+    "contrastive_divergence",
+    "jem_loss",
+    "nce",
+    "information_maximisation",
+    "pseudo_label_ce",
+]
 
 
 def contrastive_divergence(
@@ -60,10 +66,16 @@ def _is_zero(weight: float | Array) -> bool:
     return isinstance(weight, int | float) and not weight
 
 
-def _masked_mean(values: Array, mask: Array, count: ArrayLike | None) -> Array:
-    """``sum(mask * values) / count``; ``count`` defaults to ``sum(mask)``, at least 1."""
+def _denominator(mask: Array, count: ArrayLike | None) -> Array:
+    """``count`` (default ``sum(mask)``), or 1 where it is 0 (then the masked sum is 0 too). Not
+    clamped at 1: a device's share of a global count (global count / devices) may be below 1."""
     count = jnp.sum(mask) if count is None else jnp.asarray(count, jnp.float32)
-    return jnp.sum(mask * values) / jnp.maximum(count, 1.0)
+    return jnp.where(count > 0, count, 1.0)
+
+
+def _masked_mean(values: Array, mask: Array, count: ArrayLike | None) -> Array:
+    """``sum(mask * values) / count``; ``count`` defaults to ``sum(mask)`` (see _denominator)."""
+    return jnp.sum(mask * values) / _denominator(mask, count)
 
 
 def _mask(mask: ArrayLike | None, size: int, name: str) -> Array:
@@ -126,7 +138,7 @@ def jem_loss(
       pxy_weight: Weight of the ``log p(x, y)`` term (JEM's variant; default 0).
       energy_neg_xy: ``E(x_sample_y, y_sample)`` ``[B'']`` of class-conditional chains; needed
         when ``pxy_weight`` is not a concrete 0.
-      label_count: Denominator of the labelled means (default ``sum(label_mask)``, at least 1).
+      label_count: Denominator of the labelled means (default ``sum(label_mask)``; 1 where 0).
         A data-parallel step passes the global count divided by the number of devices, so the
         mean over devices of the per-device losses is the mean over the global batch.
       gen_count: The same for the ``gen_mask`` means.
@@ -278,3 +290,98 @@ def nce(energy_pos: ArrayLike, energy_neg: ArrayLike) -> tuple[Array, dict[str, 
         "energy_gap": mean_neg - mean_pos,
         "accuracy": correct / (size * (1 + num_noise)),
     }
+
+
+def _entropy(probs: Array) -> Array:
+    """Shannon entropy (nats) over the last axis; ``0 log 0 = 0``."""
+    return -jnp.sum(
+        jnp.where(probs > 0, probs * jnp.log(jnp.where(probs > 0, probs, 1.0)), 0.0), -1
+    )
+
+
+def information_maximisation(
+    logits: ArrayLike,
+    mask: ArrayLike | None = None,
+    *,
+    count: ArrayLike | None = None,
+    mean_probs: ArrayLike | None = None,
+) -> tuple[Array, dict[str, Array]]:
+    """Information maximisation on unlabelled predictions (SHOT; Liang et al. 2020, eq. 2).
+
+    ``mean_u H(p(y|x_u)) - H(mean_u p(y|x_u))`` over the entries in ``mask``: confident
+    predictions (the first term) that use every class (the second, the entropy of the marginal
+    prediction, stops all examples going to one class). Minimised.
+
+    The marginal is a mean over the whole (global) batch, a nonlinear function of it, so the
+    diversity term is written as its first-order expansion around ``mean_probs`` (held fixed):
+    ``H(p_bar) + grad H(p_bar) . (p_local - stop_gradient(p_local))``. Its value is ``H(p_bar)``
+    and its gradient ``grad H(p_bar) . d p_local`` with ``p_local = sum_mask p / count``: on one
+    device ``p_local = p_bar`` and this is the exact gradient; on ``n`` devices, each passing the
+    global marginal and ``count = global count / n``, the mean of the per-device gradients is the
+    exact gradient of the global loss.
+
+    Args:
+      logits: ``[B, C]``.
+      mask: ``[B]``, 1 for the entries in the term (default all).
+      count: Denominator of the means (default ``sum(mask)``; 1 where 0).
+      mean_probs: ``[C]``, the marginal prediction of the global batch (default this batch's).
+
+    Returns:
+      The scalar loss and ``{"im_entropy", "im_diversity"}``: the mean conditional entropy and
+      the entropy of the marginal.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxebm
+      >>> loss, aux = jaxebm.losses.information_maximisation(jnp.array([[9.0, 0], [0, 9.0]]))
+      >>> round(float(aux["im_diversity"]), 4)  # both classes used: log 2
+      0.6931
+    """
+    logits = jnp.asarray(logits)
+    if logits.ndim != 2:
+        raise ValueError(f"logits must be [B, C], got shape {logits.shape}")
+    mask = _mask(mask, logits.shape[0], "mask")
+    count = _denominator(mask, count)
+    probs = jax.nn.softmax(logits, axis=-1)
+    conditional = jnp.sum(mask * _entropy(probs)) / count
+    local = jnp.sum(mask[:, None] * probs, axis=0) / count
+    held = jax.lax.stop_gradient(local if mean_probs is None else jnp.asarray(mean_probs))
+    slope = -(jnp.log(jnp.maximum(held, 1e-12)) + 1.0)  # grad H at the held marginal
+    diversity = _entropy(held) + jnp.sum(slope * (local - jax.lax.stop_gradient(local)))
+    return conditional - diversity, {"im_entropy": conditional, "im_diversity": diversity}
+
+
+def pseudo_label_ce(
+    logits: ArrayLike,
+    mask: ArrayLike | None = None,
+    *,
+    threshold: float = 0.95,
+    count: ArrayLike | None = None,
+) -> tuple[Array, dict[str, Array]]:
+    """Cross-entropy on confident pseudo-labels (Lee 2013; FixMatch's confidence mask).
+
+    Entries in ``mask`` whose top predicted probability reaches ``threshold`` take their argmax
+    as label (held fixed); the loss is their cross-entropy summed and divided by ``count`` (the
+    number of masked entries, confident or not, as FixMatch: the term grows as confidence
+    spreads).
+
+    Returns:
+      The scalar loss and ``{"pseudo_fraction"}``, the confident share of the masked entries.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxebm
+      >>> loss, aux = jaxebm.losses.pseudo_label_ce(jnp.array([[5.0, 0], [0, 0.1]]), threshold=0.9)
+      >>> float(aux["pseudo_fraction"])
+      0.5
+    """
+    logits = jnp.asarray(logits)
+    if logits.ndim != 2:
+        raise ValueError(f"logits must be [B, C], got shape {logits.shape}")
+    if not 0.0 < float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    mask = _mask(mask, logits.shape[0], "mask")
+    count = _denominator(mask, count)
+    probs = jax.nn.softmax(jax.lax.stop_gradient(logits), axis=-1)
+    keep = mask * (jnp.max(probs, axis=-1) >= threshold)
+    labels = jnp.argmax(probs, axis=-1)
+    per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return jnp.sum(keep * per_example) / count, {"pseudo_fraction": jnp.sum(keep) / count}

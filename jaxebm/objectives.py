@@ -15,7 +15,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxebm.losses import contrastive_divergence, jem_loss
+from jaxebm.losses import (
+    contrastive_divergence,
+    information_maximisation,
+    jem_loss,
+    pseudo_label_ce,
+)
 from jaxebm.negatives import Negatives
 from jaxebm.samplers.base import check_positive
 from jaxebm.types import Array, EnergyFn, Params
@@ -105,6 +110,9 @@ def jem(
     pxy_weight: float = 0.0,
     l2_coeff: float = 0.0,
     generative: str = "cd",
+    im_weight: float = 0.0,
+    pseudo_weight: float = 0.0,
+    pseudo_threshold: float = 0.95,
 ) -> Objective:
     """JEM's hybrid objective (Grathwohl et al. 2019): a classifier that is also an EBM.
 
@@ -132,6 +140,8 @@ def jem(
         raise ValueError("pxy_weight needs class-conditional chains; generative='nce' has none")
     check_positive("pxy_weight", pxy_weight, allow_zero=True)
     check_positive("l2_coeff", l2_coeff, allow_zero=True)
+    check_positive("im_weight", im_weight, allow_zero=True)
+    check_positive("pseudo_weight", pseudo_weight, allow_zero=True)
     joint = bool(pxy_weight)
     has_chains = bool(gen_weight) or joint
 
@@ -153,7 +163,7 @@ def jem(
             energies = energy(variables, negatives.x, negatives.y)
             size = energies.shape[0] // 2 if joint else energies.shape[0]
             energy_neg, energy_neg_xy = energies[:size], (energies[size:] if joint else None)
-        return jem_loss(
+        value, aux = jem_loss(
             logits_pos,
             y_pos,
             energy_pos,
@@ -168,8 +178,33 @@ def jem(
             l2_coeff=l2_coeff,
             generative=generative,
         )
+        if im_weight or pseudo_weight:
+            adapt_mask = jnp.asarray(batch.get("adapt_mask", 1.0 - label_mask), jnp.float32)
+            terms = _adaptation_terms(logits_pos, adapt_mask, axis_name, pseudo_threshold)
+            weights = {"im": im_weight, "pseudo": pseudo_weight}
+            for name, (term, term_aux) in terms.items():
+                value = value + (weights[name] * term if weights[name] else 0.0)
+                aux = {**aux, **term_aux}
+        return value, aux
 
     return Objective(energy, loss, False)
+
+
+def _adaptation_terms(
+    logits: Array, mask: Array, axis_name: str | None, threshold: float
+) -> dict[str, tuple[Array, dict]]:
+    """Information maximisation and pseudo-label cross-entropy over ``mask``, both as global
+    means: the count is the global one over devices, the marginal prediction the global batch's
+    (summed outside the gradient)."""
+    count = _global_count(mask, axis_name)
+    probs_sum = jnp.sum(mask[:, None] * jax.nn.softmax(jax.lax.stop_gradient(logits)), axis=0)
+    if axis_name is not None:
+        probs_sum = jax.lax.pmean(probs_sum, axis_name)
+    mean_probs = probs_sum / jnp.where(count > 0, count, 1.0)
+    return {
+        "im": information_maximisation(logits, mask, count=count, mean_probs=mean_probs),
+        "pseudo": pseudo_label_ce(logits, mask, threshold=threshold, count=count),
+    }
 
 
 def _nearest_neighbour_entropy(x: Array) -> Array:

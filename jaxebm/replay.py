@@ -20,6 +20,7 @@ __all__ = [
     "ReplayBuffer",
     "ReplaySample",
     "uniform_noise",
+    "scaled_uniform_noise",
     "token_noise",
     "init",
     "sample",
@@ -62,6 +63,48 @@ class ReplaySample(NamedTuple):
 def uniform_noise(key: PRNGKey, shape: tuple[int, ...]) -> Array:
     """Uniform noise on ``[-1, 1]``, the data range of images inside jaxebm (IGEBM, JEM)."""
     return jax.random.uniform(key, shape, jnp.float32, -1.0, 1.0)
+
+
+def scaled_uniform_noise(mean: ArrayLike, std: ArrayLike, *, scale: float = 3.0) -> NoiseFn:
+    """Fresh chains uniform over ``mean +- scale * std``, per input dimension.
+
+    The data-scaled start of SGLD for inputs that are not images in ``[-1, 1]`` (features such
+    as log-mel maps): each dimension's box is ``scale`` of its standard deviations either side of
+    its mean (``scale=3``: uniform over +-3 standard deviations).
+
+    Args:
+      mean: Per-dimension means, the event shape (e.g. ``x_train.mean(0)``).
+      std: Per-dimension standard deviations, the same shape, ``>= 0``.
+      scale: Half-width of the box in standard deviations, ``> 0``.
+
+    Returns:
+      ``noise_fn(key, shape)``; ``shape`` must end with the event shape.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxebm
+      >>> mean, std = jnp.array([0.0, 10.0]), jnp.array([1.0, 0.5])
+      >>> x = jaxebm.replay.scaled_uniform_noise(mean, std)(jax.random.key(0), (1000, 2))
+      >>> bool(jnp.all(jnp.abs(x - mean) <= 3 * std))
+      True
+    """
+    mean = jnp.asarray(mean, jnp.float32)
+    std = jnp.asarray(std, jnp.float32)
+    if mean.shape != std.shape:
+        raise ValueError(f"mean and std must have one shape, got {mean.shape} and {std.shape}")
+    if not float(scale) > 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
+    if not bool(jnp.all(std >= 0)):
+        raise ValueError("std must be >= 0 everywhere")
+
+    def noise_fn(key: PRNGKey, shape: tuple[int, ...]) -> Array:
+        shape = tuple(int(n) for n in shape)
+        if shape[len(shape) - mean.ndim :] != mean.shape:
+            raise ValueError(f"noise shape {shape} must end with the event shape {mean.shape}")
+        unit = jax.random.uniform(key, shape, jnp.float32, -float(scale), float(scale))
+        lead = tuple(range(len(shape) - mean.ndim))  # explicit ranks: no implicit promotion
+        return jnp.expand_dims(mean, lead) + jnp.expand_dims(std, lead) * unit
+
+    return noise_fn
 
 
 def token_noise(

@@ -11,7 +11,7 @@ likely); OOD scores are "higher = more out-of-distribution".
 """
 
 from jaxebm.metrics.bootstrap import bootstrap_mean_ci
-from jaxebm.metrics.classification import accuracy, auroc, ece
+from jaxebm.metrics.classification import accuracy, auroc, confusion_matrix, ece
 from jaxebm.metrics.density import (
     grid_log_density,
     grid_log_likelihood,
@@ -26,6 +26,7 @@ from jaxebm.metrics.sample_quality import (
 )
 
 __all__ = [
+    "confusion_matrix",
     "grid_points",
     "grid_log_density",
     "grid_log_likelihood",

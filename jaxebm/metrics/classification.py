@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from jaxebm.types import Array, ArrayLike
 
-__all__ = ["accuracy", "ece", "auroc"]
+__all__ = ["accuracy", "confusion_matrix", "ece", "auroc"]
 
 
 def _check_classification(predictions: Array, labels: Array, name: str) -> None:
@@ -42,6 +42,30 @@ def accuracy(logits_or_probs: ArrayLike, labels: ArrayLike) -> Array:
     logits_or_probs, labels = jnp.asarray(logits_or_probs), jnp.asarray(labels)
     _check_classification(logits_or_probs, labels, "logits_or_probs")
     return jnp.mean((jnp.argmax(logits_or_probs, axis=-1) == labels).astype(jnp.float32))
+
+
+def confusion_matrix(logits_or_probs: ArrayLike, labels: ArrayLike) -> Array:
+    """Counts of (true class, predicted class): row ``i`` holds the examples of class ``i`` by
+    the argmax they were given.
+
+    Args:
+      logits_or_probs: Logits or probabilities, shape ``[N, C]``.
+      labels: Integer labels in ``[0, C)``, shape ``[N]``.
+
+    Returns:
+      int32 ``[C, C]``; its diagonal over its row sums is each class's recall.
+
+    Example:
+      >>> confusion_matrix(jnp.array([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0]]), jnp.array([0, 0, 1]))
+      Array([[1, 1],
+             [1, 0]], dtype=int32)
+    """
+    logits_or_probs, labels = jnp.asarray(logits_or_probs), jnp.asarray(labels)
+    _check_classification(logits_or_probs, labels, "logits_or_probs")
+    num_classes = logits_or_probs.shape[1]
+    index = labels.astype(jnp.int32) * num_classes + jnp.argmax(logits_or_probs, axis=-1)
+    counts = jnp.bincount(index, length=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes).astype(jnp.int32)
 
 
 def ece(probs: ArrayLike, labels: ArrayLike, num_bins: int = 15) -> Array:

@@ -1,5 +1,6 @@
 """Flax Linen networks that give energies or logits (no training logic)."""
 
+from jaxebm.nets.audio import SpeechClassifier
 from jaxebm.nets.conv import Conv, ConvEnergy, conv
 from jaxebm.nets.gpt2 import GPT2, GPT2Config, load_gpt2
 from jaxebm.nets.lattice import (
@@ -29,6 +30,7 @@ __all__ += [
     "LMDecoder",
     "token_log_likelihood",
 ]
+__all__ += ["SpeechClassifier"]
 __all__ += ["GPT2", "GPT2Config", "load_gpt2"]
 __all__ += [
     "PottsEnergy",
