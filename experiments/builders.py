@@ -18,12 +18,14 @@ from experiments.datasets import (  # the data builders, importable from here to
     DISCRETE_NAMES,
     TEXT_NAMES,
     Dataset,
+    data_statistics,
     make_dataset,
     quantization_levels,
     token_frequencies,
     train_batch,
 )
 from experiments.options import (
+    CLASSIFIERS,
     DISCRETE_SAMPLERS,
     MODELS,
     OPTIMIZERS,
@@ -89,31 +91,28 @@ def _activation(name: str):
     return options[choose("model.activation", "activation", name, tuple(options))]
 
 
-def make_energy(config: ml_collections.ConfigDict, dataset: Dataset) -> Model:
-    """The network of ``config.model`` for ``dataset``, as a :class:`Model`."""
-    model = config.model
-    name = choose("model.name", "model", model.name, MODELS)
-    conditional = bool(model.conditional)
-    if conditional and not dataset.num_classes:
-        raise ValueError(f"model.conditional needs a labelled dataset; {dataset!r:.60} has none")
-    num_classes = dataset.num_classes if conditional else None
-    update = None
+def _classifier(name: str, model: ml_collections.ConfigDict, dataset: Dataset) -> Model:
+    """A JEM classifier's :class:`Model`: logits ``f(x)``, ``E(x) = -logsumexp f(x)`` and
+    ``E(x, y) = -f(x)[y]``; its input carries no label, so ``Model.init`` and the chains treat it
+    as unconditional."""
+    if not dataset.num_classes:
+        raise ValueError(f"the {name} model is a classifier: it needs a labelled dataset")
     if name == "wideresnet":
-        # A classifier: E(x) = -logsumexp f(x), E(x, y) = -f(x)[y] (JEM); its input carries no
-        # label, so Model.init and the chains treat it as unconditional.
-        if not dataset.num_classes:
-            raise ValueError("the wideresnet model is a classifier: it needs a labelled dataset")
         module = jaxebm.nets.WideResNet(
             depth=int(model.depth),
             widen_factor=int(model.widen_factor),
             num_classes=int(dataset.num_classes),
             activation=_activation(model.activation),
         )
-        energy_fn = jaxebm.energy.from_logits(module)
-        return Model(module, energy_fn, None, False, dataset.num_classes, module.apply)
-    if name == "transformer_classifier":
-        # A text JEM's classifier (He et al. 2021): E(x) = -logsumexp f(x) over one-hot tokens.
-        if dataset.tokenizer is None or not dataset.num_classes:
+    elif name == "speech_classifier":  # log-mel maps [T, F, 1]: a 1-D network over the frames
+        module = jaxebm.nets.SpeechClassifier(
+            widths=tuple(int(w) for w in model.widths),
+            strides=tuple(int(s) for s in model.strides),
+            num_classes=int(dataset.num_classes),
+            activation=_activation(model.activation),
+        )
+    else:  # a text JEM's classifier (He et al. 2021) over one-hot tokens
+        if dataset.tokenizer is None:
             raise ValueError("the transformer_classifier model reads labelled token sequences")
         module = jaxebm.nets.TransformerClassifier(
             vocab_size=int(dataset.vocab_size),
@@ -123,8 +122,21 @@ def make_energy(config: ml_collections.ConfigDict, dataset: Dataset) -> Model:
             depth=int(model.num_layers),
             num_heads=int(model.num_heads),
         )
-        energy_fn = jaxebm.energy.from_logits(module)
-        return Model(module, energy_fn, None, False, dataset.num_classes, module.apply)
+    energy_fn = jaxebm.energy.from_logits(module)
+    return Model(module, energy_fn, None, False, dataset.num_classes, module.apply)
+
+
+def make_energy(config: ml_collections.ConfigDict, dataset: Dataset) -> Model:
+    """The network of ``config.model`` for ``dataset``, as a :class:`Model`."""
+    model = config.model
+    name = choose("model.name", "model", model.name, MODELS)
+    conditional = bool(model.conditional)
+    if conditional and not dataset.num_classes:
+        raise ValueError(f"model.conditional needs a labelled dataset; {dataset!r:.60} has none")
+    num_classes = dataset.num_classes if conditional else None
+    update = None
+    if name in CLASSIFIERS:
+        return _classifier(name, model, dataset)
     if name == "transformer":
         if dataset.tokenizer is None:
             raise ValueError("the transformer model reads token sequences: use a text set")
@@ -211,13 +223,18 @@ def make_sampler(config: ml_collections.ConfigDict) -> Callable:
 
 
 def make_noise_fn(config: ml_collections.ConfigDict) -> Callable:
-    """Fresh chains: uniform over ``[buffer.init_low, buffer.init_high]``; for the discrete sets,
+    """Fresh chains: uniform over ``[buffer.init_low, buffer.init_high]`` (with
+    ``buffer.init="data_scaled"``: over each dimension's mean +- ``buffer.init_scale`` training
+    standard deviations, ``jaxebm.replay.scaled_uniform_noise``); for the discrete sets,
     one-hot tokens drawn independently from the training unigram frequencies (or uniform:
     ``buffer.token_init``)."""
     if config.data.name in DISCRETE_NAMES:
         frequencies = token_frequencies(config)
         probs = frequencies if config.buffer.token_init == "unigram" else None
         return jaxebm.replay.token_noise(len(frequencies), probs=probs, one_hot=True)
+    if config.buffer.init == "data_scaled":
+        mean, std = data_statistics(config)
+        return jaxebm.replay.scaled_uniform_noise(mean, std, scale=float(config.buffer.init_scale))
     low, high = float(config.buffer.init_low), float(config.buffer.init_high)
     if not low < high:
         raise ValueError(f"buffer.init_low must be < buffer.init_high, got {low}, {high}")
@@ -318,6 +335,9 @@ def make_objective(config: ml_collections.ConfigDict, model: Model) -> jaxebm.ob
             pxy_weight=float(loss.pxy_weight),
             l2_coeff=loss.l2_coeff,
             generative="nce" if loss.mode == "lm" else "cd",
+            im_weight=float(loss.im_weight),
+            pseudo_weight=float(loss.pseudo_weight),
+            pseudo_threshold=float(loss.pseudo_threshold),
         )
     if loss.objective == "icd":
         # The differentiable steps of the KL term are the sampler's steps without their noise.

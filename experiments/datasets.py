@@ -11,6 +11,7 @@ import ml_collections
 import numpy as np
 
 import jaxebm
+from experiments.speech import SPEECH_NAMES, speech_dataset
 from jaxebm.data import digits, lattice, text, toy
 from jaxebm.data import tfds as tfds_data
 
@@ -20,6 +21,7 @@ __all__ = [
     "LATTICE_NAMES",
     "TEXT_NAMES",
     "Dataset",
+    "data_statistics",
     "make_dataset",
     "quantization_levels",
     "token_frequencies",
@@ -29,7 +31,7 @@ __all__ = [
 TEXT_NAMES = ("pydoc", "arithmetic", "pydoc_classes")  # token sequences (one-hot [L, V])
 LATTICE_NAMES = ("ising",)  # spins of a lattice model with known couplings (one-hot [L, 2])
 DISCRETE_NAMES = (*TEXT_NAMES, *LATTICE_NAMES)  # one-hot states: the discrete samplers' sets
-DATASETS = (*toy.NAMES, "digits", *DISCRETE_NAMES, *tfds_data.NAMES)
+DATASETS = (*toy.NAMES, "digits", *DISCRETE_NAMES, *SPEECH_NAMES, *tfds_data.NAMES)
 
 
 class Dataset(NamedTuple):
@@ -49,6 +51,8 @@ class Dataset(NamedTuple):
         else ``None``. Its splits hold one-hot spins ``"x" [N, L, 2]``.
       is_correct: A text set whose strings can be checked: ``texts [N] -> bool [N]`` (the
         additions: ``jaxebm.data.text.is_correct``), else ``None``.
+      domains: Held-out splits by domain (speech: ``"source"`` voices and, when adapting,
+        ``"target"``), else ``None``.
     """
 
     train: Any
@@ -60,6 +64,7 @@ class Dataset(NamedTuple):
     tokenizer: Any = None
     coupling: np.ndarray | None = None
     is_correct: Callable[[Any], np.ndarray] | None = None
+    domains: dict[str, dict[str, np.ndarray]] | None = None
 
     @property
     def vocab_size(self) -> int | None:
@@ -72,6 +77,8 @@ def make_dataset(config: ml_collections.ConfigDict) -> Dataset:
     ``data.labels_per_class`` (semi-supervised) and ``data.target_domain`` (domain adaptation)
     turn a labelled set into the masked splits of ``jaxebm.data.transfer`` (see there).
     """
+    if config.data.name in SPEECH_NAMES:
+        return _speech_dataset(config)
     if config.data.labels_per_class or config.data.target_domain:
         plain = ml_collections.ConfigDict(config.to_dict())
         plain.data.labels_per_class = 0
@@ -281,14 +288,26 @@ def train_batch(config: ml_collections.ConfigDict, dataset: Dataset, step: int) 
         batch = pipeline.take(dataset.train, pipeline.process_share(index))
     if dataset.tokenizer is not None:  # text: one-hot tokens, the discrete samplers' states
         tokens = batch.pop("tokens")
-        return {"x": np.eye(dataset.vocab_size, dtype=np.float32)[tokens], **batch}
+        batch = {"x": np.eye(dataset.vocab_size, dtype=np.float32)[tokens], **batch}
+        return _adaptation_mask(config, batch, step)
     if config.data.dequantize:
         levels = quantization_levels(config.data.name)
         if levels is None:
             raise ValueError(f"data.dequantize needs an image set; {config.data.name!r} is not one")
         rng = np.random.default_rng([seed, int(step), jax.process_index()])
         batch["x"] = pipeline.dequantize(rng, batch["x"], levels=levels)
-    return batch
+    return _adaptation_mask(config, batch, step)
+
+
+def _adaptation_mask(config: ml_collections.ConfigDict, batch: dict, step: int) -> dict:
+    """With ``loss.im_weight`` or ``loss.pseudo_weight``: ``adapt_mask``, the unlabelled entries
+    (``1 - label_mask``), all 0 before ``loss.adapt_warmup`` steps."""
+    loss = config.loss
+    if not (loss.im_weight or loss.pseudo_weight):
+        return batch
+    unlabelled = 1.0 - batch.get("label_mask", np.ones(len(batch["x"]), np.float32))
+    started = np.float32(int(step) >= int(loss.adapt_warmup))
+    return {**batch, "adapt_mask": (started * unlabelled).astype(np.float32)}
 
 
 def _labelled_batch(config: ml_collections.ConfigDict, train: dict, step: int) -> dict:
@@ -310,6 +329,36 @@ def _labelled_batch(config: ml_collections.ConfigDict, train: dict, step: int) -
         part["label_mask"], part["gen_mask"] = (ones, 0 * ones) if is_labelled else (0 * ones, ones)
         parts.append(part)
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+def _speech_dataset(config: ml_collections.ConfigDict) -> Dataset:
+    """Log-mel maps of spoken digits (``experiments.speech``); ``data.labels_per_class`` masks
+    the source labels (semi-supervised)."""
+    train, test, domains = speech_dataset(config)
+    if config.data.labels_per_class:
+        train = jaxebm.data.transfer.semi_supervised(
+            train, int(config.data.labels_per_class), seed=int(config.data.seed)
+        )
+    return Dataset(
+        train=train,
+        test=test,
+        event_shape=tuple(train["x"].shape[1:]),
+        bounds=None,
+        log_density=None,
+        num_classes=10,
+        domains=domains,
+    )
+
+
+def data_statistics(config: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and standard deviation of the training inputs (the data-scaled start
+    of fresh chains, ``buffer.init="data_scaled"``)."""
+    x = make_dataset(config).train["x"]
+    if not isinstance(x, np.ndarray):
+        raise ValueError(
+            f"buffer.init='data_scaled' needs in-memory data; {config.data.name!r} is read lazily"
+        )
+    return x.mean(axis=0), x.std(axis=0)
 
 
 def _transfer_dataset(config: ml_collections.ConfigDict, dataset: Dataset) -> Dataset:

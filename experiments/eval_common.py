@@ -67,11 +67,16 @@ NEEDS: dict[str, Need] = {
     ),
     "classifier": Need(
         lambda dataset, model: model.logits_fn is not None,
-        "a classifier's logits f(x) (model.name='wideresnet' or 'transformer_classifier')",
+        "a classifier's logits f(x) (model.name='wideresnet', 'speech_classifier' or "
+        "'transformer_classifier')",
     ),
     "residual": Need(
         lambda dataset, model: model.base_lm is not None,
         "a base LM (loss.mode='lm': a residual EBM, a text JEM by NCE)",
+    ),
+    "speech": Need(
+        lambda dataset, model: dataset.domains is not None,
+        "log-mel maps of a speech set (data.name='spoken_digits' or 'spoken_digit')",
     ),
     "checkable": Need(
         lambda dataset, model: dataset.is_correct is not None,
@@ -229,10 +234,12 @@ def ood_inputs(config, x: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, 
     """
     rng = np.random.default_rng(0)
     low, high = float(config.buffer.init_low), float(config.buffer.init_high)
-    sets = {
-        "uniform_noise": rng.uniform(low, high, x.shape).astype(np.float32),
-        "inverted": (-x).astype(np.float32),
-    }
+    noise = rng.uniform(low, high, x.shape).astype(np.float32)
+    if config.buffer.init == "data_scaled":  # the chains' data-scaled box instead
+        mean, std = builders.data_statistics(config)
+        unit = rng.uniform(-1.0, 1.0, x.shape).astype(np.float32)
+        noise = (mean + float(config.buffer.init_scale) * std * unit).astype(np.float32)
+    sets = {"uniform_noise": noise, "inverted": (-x).astype(np.float32)}
     skipped = {}
     for name in config.eval.ood_datasets:
         try:

@@ -32,6 +32,7 @@ from experiments import (
     eval_jem,
     eval_lattice,
     eval_residual,
+    eval_speech,
     eval_text,
     eval_toy,
     rundir,
@@ -47,6 +48,7 @@ from experiments.options import (
     non_negative,
     positive,
 )
+from experiments.speech import SPEECH_NAMES
 from experiments.state import restore_run
 from experiments.writers import read_metrics
 from jaxebm import viz
@@ -86,6 +88,7 @@ TASKS = {  # name -> Task; `--task` and `eval.tasks` choose among them
     "jem_ood": Task(eval_jem.ood, ("images", "classifier")),
     "jem_attack": Task(eval_jem.attack, ("images", "classifier")),
     "jem_samples": Task(eval_jem.samples, ("images", "classifier")),
+    "speech": Task(eval_speech.domains, ("speech", "classifier")),
     "text_samples": Task(eval_text.samples, ("tokens",)),
     "text_ranking": Task(eval_text.ranking, ("tokens",)),
     "infill": Task(eval_text.infill, ("tokens",)),
@@ -225,6 +228,7 @@ def _config_needs(config) -> dict[str, bool]:
         "classifier": config.model.name in CLASSIFIERS,
         "residual": config.loss.mode == "lm",
         "checkable": config.data.name == "arithmetic",
+        "speech": config.data.name in SPEECH_NAMES,
     }
 
 

@@ -32,8 +32,21 @@ __all__ = [
 
 SAMPLERS = ("langevin", "mala", "hmc", "gwg", "dmala", "dula")
 DISCRETE_SAMPLERS = ("gwg", "dmala", "dula")  # one-hot states: text
-MODELS = ("mlp", "resnet", "conv", "wideresnet", "transformer", "transformer_classifier", "ising")
-CLASSIFIERS = ("wideresnet", "transformer_classifier")  # logits f(x): JEM's models
+MODELS = (
+    "mlp",
+    "resnet",
+    "conv",
+    "wideresnet",
+    "speech_classifier",
+    "transformer",
+    "transformer_classifier",
+    "ising",
+)
+CLASSIFIERS = (
+    "wideresnet",
+    "speech_classifier",
+    "transformer_classifier",
+)  # logits f(x): JEM's models
 OBJECTIVES = ("cd", "jem", "icd", "nce")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "piecewise")
@@ -50,10 +63,10 @@ MODEL_FIELDS = {
     "quadratic": ("mlp",),
     "conditional": ("resnet",),
     "stem_width": ("resnet",),
-    "widths": ("resnet", "conv"),
+    "widths": ("resnet", "conv", "speech_classifier"),
     "downsample": ("resnet",),
-    "strides": ("conv",),
-    "activation": ("resnet", "conv", "wideresnet"),
+    "strides": ("conv", "speech_classifier"),
+    "activation": ("resnet", "conv", "wideresnet", "speech_classifier"),
     "spectral_norm": ("resnet",),
     "depth": ("wideresnet",),
     "widen_factor": ("wideresnet",),
@@ -72,6 +85,10 @@ SAMPLER_FIELDS = {
 LOSS_FIELDS = {
     "gen_weight": ("jem",),
     "pxy_weight": ("jem",),
+    "im_weight": ("jem",),
+    "pseudo_weight": ("jem",),
+    "pseudo_threshold": ("jem",),
+    "adapt_warmup": ("jem",),
     "kl_weight": ("icd",),
     "entropy_weight": ("icd",),
     "kl_steps": ("icd",),

@@ -32,6 +32,8 @@ from experiments.options import (
     positive,
     same,
 )
+from experiments.speech import SPEECH_NAMES
+from experiments.validation_adapt import check_adaptation
 from experiments.validation_discrete import check_discrete
 from experiments.validation_residual import check_residual
 from jaxebm.data import digits, toy
@@ -61,6 +63,8 @@ def _num_classes(name: str) -> int | None:
         return tfds_data.spec(name).num_classes
     if name == "pydoc_classes":
         return len(jaxebm.data.text.PYDOC_CLASSES)
+    if name in SPEECH_NAMES:
+        return 10
     return None
 
 
@@ -179,31 +183,7 @@ def _check_data(config: ml_collections.ConfigDict) -> None:
         )
     check(data, "data.labels_per_class", non_negative, ">= 0 (0: every label is used)")
     _check_labelled_batches(config)
-    shifts = ("", *jaxebm.data.transfer.SHIFTS)
-    if data.target_domain not in shifts:
-        raise ValueError(
-            f"unknown domain shift {data.target_domain!r}: choose one of "
-            f"{', '.join(map(repr, shifts))} for data.target_domain ('': no adaptation)"
-        )
-    if data.gen_on_source and not data.target_domain:
-        raise ValueError(
-            "data.gen_on_source applies to domain adaptation only: set data.target_domain too, "
-            "or data.gen_on_source=False"
-        )
-    if data.labels_per_class or data.target_domain:
-        field = "data.labels_per_class" if data.labels_per_class else "data.target_domain"
-        if data.labels_per_class and data.target_domain:
-            raise ValueError(
-                "data.labels_per_class and data.target_domain do not combine: set one of them "
-                f"(got {data.labels_per_class} and {data.target_domain!r})"
-            )
-        if _num_classes(name) is None:
-            raise ValueError(f"{field} masks or shifts labelled data; {name!r} has no labels")
-        if config.loss.objective != "jem":
-            raise ValueError(
-                f"{field} needs loss.objective='jem' (only JEM's loss reads the label and "
-                f"generative masks), got {config.loss.objective!r}"
-            )
+    check_adaptation(config, labelled=_num_classes(name) is not None)
 
 
 def _check_labelled_batches(config: ml_collections.ConfigDict) -> None:
@@ -274,7 +254,7 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
         check(model, "model.widen_factor", positive, ">= 1 (JEM: 10)")
         return
     check(model, "model.widths", is_counts, "a non-empty tuple of positive widths")
-    if name == "conv":
+    if name in ("conv", "speech_classifier"):
         check(
             model,
             "model.strides",

@@ -11,12 +11,14 @@ IMAGES = builders.Dataset({}, {}, (8, 8, 1), (-1.0, 1.0), None, 10)
 TOKENS = builders.Dataset({}, {}, (16, 5), None, None, tokenizer=text.char_tokenizer("abcd"))
 SPINS = builders.Dataset({}, {}, (9, 2), None, None, coupling=lattice.lattice_coupling(3, 0.2))
 SUMS = TOKENS._replace(tokenizer=text.arithmetic_tokenizer(), is_correct=text.is_correct)
+MAPS = builders.Dataset({}, {}, (61, 40, 1), None, None, 10, domains={"source": {}})
 RESIDUAL = builders.Model(None, None, None, False, None, base_lm=object())
 KINDS = {
     "toy": (POINTS, builders.Model(None, None, None, False, None)),
     "igebm": (IMAGES, builders.Model(None, None, None, False, None)),
     "igebm_conditional": (IMAGES, builders.Model(None, None, None, True, 10)),
     "jem": (IMAGES, builders.Model(None, None, None, False, 10, logits_fn=lambda v, x: x)),
+    "speech": (MAPS, builders.Model(None, None, None, False, 10, logits_fn=lambda v, x: x)),
     "text": (TOKENS, builders.Model(None, None, None, False, None)),
     "lattice": (SPINS, builders.Model(None, None, None, False, None)),
     "residual": (TOKENS, RESIDUAL),
@@ -44,6 +46,17 @@ EXPECTED = {
         "jem_ood",
         "jem_attack",
         "jem_samples",
+    ),
+    "speech": (
+        "generate",
+        "inpaint",
+        "denoise",
+        "ood",
+        "jem_classify",
+        "jem_ood",
+        "jem_attack",
+        "jem_samples",
+        "speech",
     ),
     "text": ("text_samples", "text_ranking", "infill"),
     "lattice": ("couplings",),
@@ -92,6 +105,7 @@ def test_every_task_applies_to_some_run_and_needs_only_known_things():
             r"needs a base LM \(loss.mode='lm': a residual EBM, a text JEM by NCE\)",
         ),
         ("residual", "arithmetic", r"needs text whose correctness can be checked"),
+        ("jem", "speech", r"needs log-mel maps of a speech set"),
     ],
 )
 def test_a_task_that_does_not_apply_is_refused_with_the_tasks_that_do(kind, task, needs):

@@ -9,8 +9,8 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((pathlib.Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
 
-# The quickstart runs in every suite; the image, JEM and text notebooks (a minute or more each on
-# 2 cores, mostly compilation) run in `make test-all`.
+# The quickstart and speech notebooks run in every suite; the image, JEM and text notebooks (a
+# minute or more each on 2 cores, mostly compilation) run in `make test-all`.
 SLOW = {"images.ipynb", "jem.ipynb", "text.ipynb"}
 
 
@@ -36,6 +36,6 @@ def test_notebook_executes(path, monkeypatch):
 
 
 def test_notebooks_exist():
-    assert {"quickstart.ipynb", "images.ipynb", "jem.ipynb", "text.ipynb"} <= {
+    assert {"quickstart.ipynb", "images.ipynb", "jem.ipynb", "text.ipynb", "speech.ipynb"} <= {
         path.name for path in NOTEBOOKS
     }

@@ -305,6 +305,32 @@ CASES = [
         "digits_jem:quick",
     ),
     flag_case(
+        "data.target_domain=us",
+        "unknown target voice group 'us': choose one of '', 'textured', 'accents'",
+        "speech_jem_adapt:quick",
+    ),
+    flag_case(
+        "data.name=spoken_digit data.voices=theo data.variants=16 data.target_domain=lucas",
+        "unknown target speaker 'lucas': choose one of '', 'theo'",
+        "speech_jem:quick",
+    ),
+    flag_case("data.voices=choir", "unknown voice group 'choir'", "speech_jem:quick"),
+    flag_case(
+        "data.name=spoken_digit data.voices=bob",
+        "data.voices names spoken_digit's held-out speakers",
+        "speech_jem:quick",
+    ),
+    flag_case(
+        "data.variants=3", "data.variants must be >= 4 (every 4th is test)", "speech_jem:quick"
+    ),
+    flag_case("data.feature_norm=cmvn", "unknown feature normalisation 'cmvn'", "speech_jem:quick"),
+    flag_case("data.voices=textured", "data.voices applies to the speech sets"),
+    flag_case(
+        "model.name=transformer_classifier",
+        "the speech sets give log-mel maps [T, F, 1] for a classifier",
+        "speech_jem",
+    ),
+    flag_case(
         "data.target_domain=inverted_noisy",
         "data.labels_per_class and data.target_domain do not combine",
         "digits_jem_semisup:quick",
@@ -333,6 +359,11 @@ CASES = [
     ),
     flag_case("model.hidden=(32,0)", "model.hidden must be a tuple of positive layer widths"),
     flag_case("model.quadratic=-1.0", "model.quadratic must be >= 0"),
+    flag_case(
+        "model.strides=(1,)",
+        "model.strides must be one positive stride per entry of model.widths (3)",
+        "speech_jem",
+    ),
     flag_case("model.activation=relu", "unknown activation 'relu'", "digits_igebm:quick"),
     flag_case("model.depth=12", "model.depth must be 6n + 4 with n >= 1", "digits_jem:quick"),
     flag_case("model.widen_factor=0", "model.widen_factor must be >= 1", "digits_jem:quick"),
@@ -376,11 +407,29 @@ CASES = [
     flag_case("buffer.capacity=32", "buffer.capacity (32) must be at least train.batch_size (64)"),
     flag_case("buffer.reinit_prob=1.5", "buffer.reinit_prob must be in [0, 1], got 1.5"),
     flag_case("buffer.init_low=5.0", "buffer.init_low must be < buffer.init_high"),
+    flag_case("buffer.init=gaussian", "unknown chain start 'gaussian'", "speech_jem:quick"),
+    flag_case("buffer.init_scale=0.0", "buffer.init_scale must be > 0", "speech_jem:quick"),
+    flag_case("buffer.init=data_scaled", "buffer.init='data_scaled' needs an in-memory set"),
     # --- loss ------------------------------------------------------------------------------
     flag_case("loss.l2_coeff=-1.0", "loss.l2_coeff must be >= 0, got -1.0"),
     flag_case("loss.data_noise=-0.1", "loss.data_noise must be >= 0, got -0.1"),
     flag_case("loss.gen_weight=-1.0", "loss.gen_weight must be >= 0", "digits_jem:quick"),
     flag_case("loss.pxy_weight=-1.0", "loss.pxy_weight must be >= 0", "digits_jem:quick"),
+    flag_case("loss.im_weight=-1.0", "loss.im_weight must be >= 0", "digits_jem:quick"),
+    flag_case("loss.pseudo_weight=-1.0", "loss.pseudo_weight must be >= 0", "digits_jem:quick"),
+    flag_case(
+        "loss.pseudo_threshold=1.5", "loss.pseudo_threshold must be in (0, 1]", "digits_jem:quick"
+    ),
+    flag_case("loss.adapt_warmup=-1", "loss.adapt_warmup must be >= 0", "digits_jem:quick"),
+    flag_case(
+        "loss.im_weight=1.0",
+        "loss.im_weight applies to loss.objective='jem' only and 'cd' ignores it",
+    ),
+    flag_case(
+        "loss.im_weight=1.0",
+        "loss.mode='lm' is not supported with them",
+        "text_jem:quick",
+    ),
     flag_case(
         "loss.kl_weight=1.0",
         "loss.kl_weight applies to loss.objective='icd' only and 'cd' ignores it",

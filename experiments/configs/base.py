@@ -45,6 +45,12 @@ def _data() -> ml_collections.ConfigDict:
     data.labelled_per_batch = 0
     data.target_domain = ""  # e.g. "inverted_noisy": domain adaptation (jaxebm.data.transfer)
     data.gen_on_source = False  # domain adaptation: the generative term on both domains
+    # Speech sets only (experiments/speech.py): spoken_digits' labelled voice group (a name of
+    # jaxebm.data.speech.VOICE_GROUPS; data.target_domain another group), spoken_digit's held-out
+    # FSDD speakers (comma separated).
+    data.voices = "us"
+    data.variants = 16  # spoken_digits: utterances per voice and digit (every fourth is test)
+    data.feature_norm = "global"  # log-mel bands scaled by training stats; "utterance": CMN first
     data.seq_length = 64  # text sets only: tokens per window (pydoc: 6,242 training windows)
     data.stride = 0  # pydoc_classes only: tokens between training windows' starts; 0: seq_length
     data.lattice_side = 10  # lattice sets only: a side x side periodic Ising lattice
@@ -100,6 +106,10 @@ def _buffer() -> ml_collections.ConfigDict:
     buffer.reinit_prob = 0.01  # chains restarted from noise each step (IGEBM and JEM: 0.05)
     buffer.init_low = -4.5  # fresh chains: uniform over the 2-D plotting box; images: [-1, 1]
     buffer.init_high = 4.5
+    # Fresh continuous chains: "uniform" over [init_low, init_high], or "data_scaled": uniform over
+    # each input dimension's training mean +- init_scale standard deviations (features, speech).
+    buffer.init = "uniform"
+    buffer.init_scale = 3.0
     buffer.token_init = "unigram"  # discrete sets: fresh chains' tokens, "unigram" or "uniform"
     return buffer
 
@@ -112,6 +122,11 @@ def _loss() -> ml_collections.ConfigDict:
     loss.data_noise = 0.0  # Gaussian noise added to the data (JEM: 0.03)
     loss.gen_weight = 1.0  # jem: weight of the generative term; 0 is the cross-entropy baseline
     loss.pxy_weight = 0.0  # jem: JEM's optional log p(x, y) term (class-conditional chains)
+    # jem, unlabelled (target) examples: what ties them to the source classes (domain adaptation).
+    loss.im_weight = 0.0  # information maximisation (SHOT): confident and diverse predictions
+    loss.pseudo_weight = 0.0  # cross-entropy on confident pseudo-labels
+    loss.pseudo_threshold = 0.95  # the confidence a pseudo-label needs
+    loss.adapt_warmup = 0  # steps before both terms start (the classifier learns the source first)
     # A fraction of the batch also seeds completion chains (part of the image hidden and refilled
     # by a masked chain): extra negatives that teach p(x_hidden | x_known); not in IGEBM.
     loss.completion_fraction = 0.0
