@@ -29,6 +29,7 @@ __all__ = [
     "plot_density_2d",
     "plot_samples_2d",
     "plot_metrics",
+    "plot_feature_maps",
 ]
 
 PathLike = str | os.PathLike
@@ -384,4 +385,50 @@ def plot_reliability(
         axis.set_ylabel("accuracy")
         axis.set_title(f"{title} (ECE {ece:.3f}, N={len(labels)})")
         axis.legend(loc="upper left")
+    return _finish(figure, path)
+
+
+def plot_feature_maps(
+    path: PathLike | None,
+    panels: Mapping[str, ArrayLike],
+    *,
+    titles: Sequence[str] | None = None,
+    xlabel: str = "frame (time)",
+) -> Figure:
+    """Rows of feature maps (log-mel spectrograms): one row per panel, time on the x axis.
+
+    Args:
+      path: PNG file to write, or ``None``.
+      panels: ``{row title: maps [K, T, F] or [K, T, F, 1]}``, the same ``K`` in every row.
+      titles: A title per column (e.g. the digit), or ``None``.
+      xlabel: The x label of the bottom row (each row's y label is its title; the y axis of a
+        map is the feature index, e.g. the mel band, low at the bottom).
+
+    Returns:
+      The figure.
+
+    Example:
+      >>> figure = plot_feature_maps(None, {"real": np.zeros((2, 61, 40))}, titles=["0", "1"])
+    """
+    _check_panels(panels, "panels")
+    from matplotlib.figure import Figure
+
+    rows = {name: np.asarray(maps) for name, maps in panels.items()}
+    rows = {name: maps[..., 0] if maps.ndim == 4 else maps for name, maps in rows.items()}
+    num_cols = max(len(maps) for maps in rows.values())
+    figure = Figure(figsize=(1.3 * num_cols, 1.6 * len(rows)), dpi=_DPI, layout="constrained")
+    axes = figure.subplots(len(rows), num_cols, squeeze=False)
+    low = min(float(np.percentile(maps, 1)) for maps in rows.values())
+    high = max(float(np.percentile(maps, 99)) for maps in rows.values())
+    for row, (name, maps) in enumerate(rows.items()):
+        for col in range(num_cols):
+            axis = axes[row, col]
+            if col < len(maps):
+                axis.imshow(maps[col].T, origin="lower", aspect="auto", vmin=low, vmax=high)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if titles is not None and row == 0 and col < len(titles):
+                axis.set_title(titles[col])
+        axes[row, 0].set_ylabel(name)
+    axes[-1, 0].set_xlabel(xlabel)
     return _finish(figure, path)
