@@ -30,6 +30,7 @@ def _adapt_config(num_steps=6):
     config = speech_jem_adapt.get_config("quick")
     config.train.num_steps = num_steps
     config.loss.adapt_warmup = 2
+    config.loss.pseudo_weight = 1.0  # both adaptation terms
     config.loss.pseudo_threshold = 0.2  # a tiny network's pseudo-labels: some must pass
     config.eval.tasks = ("jem_classify", "speech")
     return config
@@ -62,12 +63,14 @@ def test_adaptation_splits_are_leave_voice_group_out():
     np.testing.assert_array_equal(after["adapt_mask"], 1.0 - after["label_mask"])
 
 
-def test_data_scaled_noise_spans_three_training_standard_deviations():
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_data_scaled_noise_spans_the_asked_training_standard_deviations(scale):
     config = speech_jem.get_config("quick")
+    config.buffer.init_scale = scale
     x = builders.make_dataset(config).train["x"]
     noise = builders.make_noise_fn(config)(jax.random.key(0), (2_000, *x.shape[1:]))
     deviation = np.abs(np.asarray(noise) - x.mean(0)) / (x.std(0) + 1e-12)
-    assert deviation.max() <= 3.0 + 1e-3 and np.quantile(deviation, 0.9) > 2.5
+    assert deviation.max() <= scale + 1e-3 and np.quantile(deviation, 0.9) > 0.85 * scale
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +203,15 @@ def test_fsdd_in_the_runner_holds_out_speakers(monkeypatch):
     assert len(adapt.train["x"]) == 45 + 9 and len(adapt.test["x"]) == 3
     np.testing.assert_array_equal(adapt.train["label_mask"], [1.0] * 45 + [0.0] * 9)
     assert set(adapt.domains) == {"source", "target"} and len(adapt.domains["source"]["x"]) == 15
+
+
+@pytest.mark.slow
+def test_speech_adaptation_beats_the_source_only_baseline(tmp_path):
+    # docs/results.md, "Speech" (seed 0; about 5 minutes for JEM, 1 for the baseline on 2 cores):
+    # the adapted JEM's target accuracy is at least 5 points above the source-only
+    # cross-entropy baseline's (160 target test utterances: 5 points are 8 of them).
+    adapted = train.train_and_evaluate(speech_jem_adapt.get_config(), str(tmp_path / "jem"))
+    baseline = train.train_and_evaluate(speech_ce.get_config("adapt"), str(tmp_path / "ce"))
+    gain = adapted["jem_classify"]["accuracy"] - baseline["jem_classify"]["accuracy"]
+    assert gain >= 0.05, (adapted["jem_classify"], baseline["jem_classify"])
+    assert adapted["speech"]["accuracy_source"] >= 0.95  # the source is not given up
