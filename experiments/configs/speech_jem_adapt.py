@@ -16,8 +16,8 @@ loss.pseudo_threshold, after loss.adapt_warmup steps, which also delays informat
 maximisation).
 
 Expect (docs/results.md, "Speech", 3 seeds): target accuracy about 83% against the baseline's
-49%, above it on every seed; JEM alone about the baseline's. The ablation: --config.loss.im_weight=0
-(plain JEM), --config.loss.pseudo_weight=1, --config.loss.gen_weight=0 (no chains).
+49%, above it on every seed; JEM alone about 71%. The ablation: --config.loss.im_weight=0 (plain
+JEM), --config.loss.pseudo_weight=1, --config.loss.gen_weight=0 (no chains).
 """
 
 from experiments.configs import speech_jem
