@@ -84,7 +84,7 @@ def scaled_uniform_noise(mean: ArrayLike, std: ArrayLike, *, scale: float = 3.0)
       >>> import jax, jax.numpy as jnp, jaxebm
       >>> mean, std = jnp.array([0.0, 10.0]), jnp.array([1.0, 0.5])
       >>> x = jaxebm.replay.scaled_uniform_noise(mean, std)(jax.random.key(0), (1000, 2))
-      >>> bool(jnp.all(jnp.abs(x - mean) <= 3 * std))
+      >>> bool(jnp.all(jnp.abs(x - mean[None]) <= 3 * std[None]))
       True
     """
     mean = jnp.asarray(mean, jnp.float32)

@@ -13,6 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DISTRIBUTIONS = {
     "PIL": "pillow",
     "absl": "absl-py",
+    "espeakng_loader": "espeakng-loader",
     "orbax": "orbax-checkpoint",
     "sklearn": "scikit-learn",
     "tensorflow_datasets": "tensorflow-datasets",
@@ -60,10 +61,12 @@ def test_the_wheel_ships_the_library_only():
 def test_imports_are_declared_where_they_belong():
     core = names(project()["dependencies"])
     extra = names(project()["optional-dependencies"]["experiments"])
-    # The library's optional extra: imported only inside the function that needs it, which says
-    # what to install when it is missing (jaxebm.data.text.gpt2_tokenizer).
+    # The library's optional extras: imported only inside the function that needs them, which says
+    # what to install when they are missing (jaxebm.data.text.gpt2_tokenizer; the synthesis of
+    # jaxebm.data.speech).
     lm = names(project()["optional-dependencies"]["lm"])
-    library = third_party_imports("jaxebm") - lm
+    speech = names(project()["optional-dependencies"]["speech"])
+    library = third_party_imports("jaxebm") - lm - speech
     assert library <= core, library - core
     runner = third_party_imports("experiments")
     assert runner <= core | extra, runner - core - extra
