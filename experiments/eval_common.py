@@ -235,10 +235,8 @@ def ood_inputs(config, x: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, 
     rng = np.random.default_rng(0)
     low, high = float(config.buffer.init_low), float(config.buffer.init_high)
     noise = rng.uniform(low, high, x.shape).astype(np.float32)
-    if config.buffer.init == "data_scaled":  # the chains' data-scaled box instead
-        mean, std = builders.data_statistics(config)
-        unit = rng.uniform(-1.0, 1.0, x.shape).astype(np.float32)
-        noise = (mean + float(config.buffer.init_scale) * std * unit).astype(np.float32)
+    if config.buffer.init == "data_scaled":  # the chains' own data-scaled start instead
+        noise = np.asarray(builders.make_noise_fn(config)(jax.random.key(0), x.shape))
     sets = {"uniform_noise": noise, "inverted": (-x).astype(np.float32)}
     skipped = {}
     for name in config.eval.ood_datasets:

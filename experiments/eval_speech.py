@@ -37,15 +37,16 @@ def domains(run: Run) -> dict:
     num_bins = int(run.config.eval.ece_bins)
     num_classes = int(run.num_classes)
     result: dict = {}
-    energies = {}
+    energies, by_domain = {}, {}
     for name, split in run.dataset.domains.items():
-        logits_x = logits(run, np.asarray(split["x"]))
+        by_domain[name] = logits_x = logits(run, np.asarray(split["x"]))
         probs = np.asarray(jax.nn.softmax(jnp.asarray(logits_x), axis=-1))
         result[f"accuracy_{name}"] = float(metrics.accuracy(logits_x, split["y"]))
         result[f"ece_{name}"] = float(metrics.ece(probs, split["y"], num_bins=num_bins))
         energies[name] = _energy(logits_x)
+    # The test split is the target's held-out part when adapting, else the source's.
     test = run.dataset.test
-    logits_test = logits(run, np.asarray(test["x"]))
+    logits_test = by_domain["target" if "target" in by_domain else "source"]
     confusion = np.asarray(metrics.confusion_matrix(logits_test, test["y"]))
     result["confusion_test"] = confusion.tolist()
     recall = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
