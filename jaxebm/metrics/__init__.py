@@ -10,6 +10,7 @@ Conventions: log-likelihoods are in nats; energies are ``energy_x(x[B, ...]) -> 
 likely); OOD scores are "higher = more out-of-distribution".
 """
 
+from jaxebm.metrics.ais import AISResult, ais, gaussian_base
 from jaxebm.metrics.bootstrap import bootstrap_mean_ci
 from jaxebm.metrics.classification import accuracy, auroc, confusion_matrix, ece
 from jaxebm.metrics.density import (
@@ -26,6 +27,9 @@ from jaxebm.metrics.sample_quality import (
 )
 
 __all__ = [
+    "AISResult",
+    "ais",
+    "gaussian_base",
     "confusion_matrix",
     "grid_points",
     "grid_log_density",
