@@ -75,3 +75,37 @@ def test_an_inexact_kernel_misses_the_partition_function():
     fn = lambda key: ais(key, _ring, base, tempered, num_chains=2000, num_temperatures=100)
     result = jax.jit(fn)(jax.random.key(0))
     assert abs(float(result.log_z) - _grid_log_z(_ring)) > 3 * float(result.log_z_stderr) + 1e-3
+
+
+def test_ais_log_likelihood_of_a_gaussian_is_its_density():
+    # exp(-E) with E = |x|^2 / 2 is N(0, I) up to Z = 2 pi: the test log-likelihood per dimension
+    # from AIS's log Z equals the exact mean log density of the test points.
+    energy = lambda x: 0.5 * jnp.sum(x * x, axis=-1)
+    base = gaussian_base(jnp.zeros(2), jnp.full(2, 2.0))
+    result = jax.jit(lambda key: ais(key, energy, base, MALA, num_chains=2000,
+                                     num_temperatures=100))(jax.random.key(1))  # fmt: skip
+    x_test = np.random.default_rng(0).normal(size=(500, 2)).astype(np.float32)
+    exact = float(np.mean(-0.5 * (x_test**2).sum(-1) - np.log(2 * np.pi))) / 2
+    out = jaxebm.metrics.ais_log_likelihood(energy(jnp.asarray(x_test)), result, 2, bin_width=0.5)
+    assert abs(out["nats_per_dim"] - exact) <= 3 * out["nats_per_dim_stderr"] + 1e-3
+    # Bits per dimension of the quantised data: -(log p + D log bin) / (D log 2).
+    expected_bits = -(2 * out["nats_per_dim"] + 2 * np.log(0.5)) / (2 * np.log(2))
+    np.testing.assert_allclose(out["bits_per_dim"], expected_bits, rtol=1e-12)
+
+
+def test_a_fitted_mixture_is_the_likelihood_baseline_it_should_be():
+    # Two well-separated Gaussians: the 2-component fit reaches the true density's test
+    # log-likelihood (within 0.02 nats per dimension on 4,000 test points); one Gaussian does not.
+    rng = np.random.default_rng(0)
+
+    def draw(num):
+        centres = np.array([[-3.0, 0.0], [3.0, 0.0]])[rng.integers(0, 2, num)]
+        return centres + 0.5 * rng.normal(size=(num, 2))
+
+    train, test = draw(4000), draw(4000)
+    diffs = test[:, None, :] - np.array([[-3.0, 0.0], [3.0, 0.0]])[None]
+    log_components = -0.5 * (diffs**2).sum(-1) / 0.25 - np.log(2 * np.pi * 0.25)
+    truth = float(np.mean(np.logaddexp(*log_components.T) - np.log(2.0))) / 2
+    two = jaxebm.metrics.mixture_log_likelihood(train, test, num_components=2)
+    one = jaxebm.metrics.mixture_log_likelihood(train, test, num_components=1)
+    assert abs(two - truth) < 0.02 and one < truth - 0.3

@@ -10,7 +10,7 @@ Conventions: log-likelihoods are in nats; energies are ``energy_x(x[B, ...]) -> 
 likely); OOD scores are "higher = more out-of-distribution".
 """
 
-from jaxebm.metrics.ais import AISResult, ais, gaussian_base
+from jaxebm.metrics.ais import AISResult, ais, ais_log_likelihood, gaussian_base
 from jaxebm.metrics.bootstrap import bootstrap_mean_ci
 from jaxebm.metrics.classification import accuracy, auroc, confusion_matrix, ece
 from jaxebm.metrics.density import (
@@ -18,6 +18,7 @@ from jaxebm.metrics.density import (
     grid_log_likelihood,
     grid_points,
     kde_log_likelihood,
+    mixture_log_likelihood,
 )
 from jaxebm.metrics.sample_quality import (
     fid_from_features,
@@ -29,6 +30,8 @@ from jaxebm.metrics.sample_quality import (
 __all__ = [
     "AISResult",
     "ais",
+    "ais_log_likelihood",
+    "mixture_log_likelihood",
     "gaussian_base",
     "confusion_matrix",
     "grid_points",
