@@ -105,7 +105,7 @@ def digits_fid(run: Run, samples_by_steps: dict) -> dict:
     return result
 
 
-def inpaint_errors(key, x, mask, fills, mean_fill) -> dict:
+def inpaint_errors(key, x, mask, fills, mean_fill, knn_fill=None) -> dict:
     """The numbers of one mask: errors over the masked entries against the true images.
 
     Args:
@@ -114,17 +114,29 @@ def inpaint_errors(key, x, mask, fills, mean_fill) -> dict:
       mask: ``True`` where the image is missing, broadcastable to ``x``.
       fills: Completions, a sequence of ``[B, H, W, C]`` (independent chains).
       mean_fill: The baseline completion ``[B, H, W, C]``.
+      knn_fill: The k-nearest-neighbour completion (``jaxebm.tasks.knn_inpaint``), or ``None``.
 
     Returns:
       ``mse_ebm_sample`` (the first completion), ``mse_ebm_mean`` (their mean),
       ``mse_mean_fill``, ``mse_ebm_mean_of`` (the mean of the first 1, 2, 4, ...) and
-      ``mse_ebm_mean_minus_mean_fill_ci95``, a 95% bootstrap interval of the per-image difference.
+      ``mse_ebm_mean_minus_mean_fill_ci95``, a 95% bootstrap interval of the per-image difference;
+      with ``knn_fill`` also ``mse_knn`` and ``mse_ebm_mean_minus_knn_ci95``.
     """
     num_chains = len(fills)
     error = functools.partial(per_image_mse, b=x, mask=mask)  # one mask for every image
     error_ebm, error_fill = error(np.mean(fills, axis=0)), error(mean_fill)
     counts = [n for n in (2**i for i in range(num_chains.bit_length())) if n <= num_chains]
+    knn = {}
+    if knn_fill is not None:
+        error_knn = error(knn_fill)
+        knn = {
+            "mse_knn": float(error_knn.mean()),
+            "mse_ebm_mean_minus_knn_ci95": metrics.bootstrap_mean_ci(
+                jax.random.fold_in(key, 1), error_ebm - error_knn
+            ),
+        }
     return {
+        **knn,
         "mse_ebm_sample": float(error(fills[0]).mean()),
         "mse_ebm_mean": float(error_ebm.mean()),
         "mse_mean_fill": float(error_fill.mean()),
@@ -135,6 +147,9 @@ def inpaint_errors(key, x, mask, fills, mean_fill) -> dict:
     }
 
 
+_KNN_REFERENCES = 10_000  # training images the k-NN baseline searches (all of the digits)
+
+
 def inpaint(run: Run) -> dict:
     """Masked chains fill the bottom half and a centre box; error vs filling with the mean image.
 
@@ -143,7 +158,9 @@ def inpaint(run: Run) -> dict:
     ``eval.inpaint_chains`` independent completions (``mse_ebm_mean``: the estimate of
     ``E[x_missing | x_known]``, which is what squared error rewards; a single sharp sample pays
     for its own spread), and for the mean of the first 1, 2, 4, ... (``mse_ebm_mean_of``). The
-    baseline writes the training mean image into the hole; ``mse_ebm_mean_minus_mean_fill_ci95``
+    baselines write the training mean image into the hole, or the mean of the ``k`` training
+    images nearest on the known pixels (``mse_knn``, ``k`` chosen on training images: see
+    ``jaxebm.tasks.choose_k``); ``mse_ebm_mean_minus_mean_fill_ci95``
     is a 95% bootstrap interval of the per-image difference between the two (below 0: the EBM
     wins beyond the sampling noise of the test set). On the digits, an independent digit
     classifier also reads the completed images (``read_as_true``: the share it assigns their true
@@ -158,6 +175,7 @@ def inpaint(run: Run) -> dict:
         "centre box": tasks.box_mask(x.shape[1:], height // 4, width // 4, height // 2, width // 2),
     }
     mean_image = labelled_train(run, int(config.eval.num_samples))["x"].mean(axis=0)
+    reference = labelled_train(run, _KNN_REFERENCES)["x"]  # the kNN baseline's training images
     num_chains = int(config.eval.inpaint_chains)
     num_steps = int(config.eval.inpaint_steps)
     result: dict = {
@@ -177,9 +195,12 @@ def inpaint(run: Run) -> dict:
             np.asarray(fill(jax.random.fold_in(key, c), x, full_mask)) for c in range(num_chains)
         ]
         mean_fill = np.where(np.asarray(mask), mean_image, np.asarray(x))
+        k = tasks.choose_k(reference, np.asarray(mask))  # on training images only
+        knn_fill = tasks.knn_inpaint(reference, np.asarray(x), np.asarray(full_mask), k)
         result[name] = inpaint_errors(
-            jax.random.fold_in(key, num_chains), x, mask, fills, mean_fill
+            jax.random.fold_in(key, num_chains), x, mask, fills, mean_fill, knn_fill
         )
+        result[name]["knn_k"] = k
         if reader is not None:
             for label, images in (("ebm_sample", fills[0]), ("mean_fill", mean_fill)):
                 read = np.asarray(reader(jnp.asarray(images)))

@@ -32,6 +32,10 @@ def check_inpaint(result):
         low, high = numbers["mse_ebm_mean_minus_mean_fill_ci95"]
         assert low <= numbers["mse_ebm_mean"] - numbers["mse_mean_fill"] <= high
         assert {"read_as_true_ebm_sample", "read_as_true_mean_fill"} <= set(numbers)
+        # The k-nearest-neighbour baseline, k chosen on training images.
+        low, high = numbers["mse_ebm_mean_minus_knn_ci95"]
+        assert low <= numbers["mse_ebm_mean"] - numbers["mse_knn"] <= high
+        assert numbers["knn_k"] >= 1
 
 
 # Every task in `make test-all`; classification in `make test` (inpainting: the next test).

@@ -26,6 +26,7 @@ from jaxebm.tasks.cross_class import cross_class
 from jaxebm.tasks.denoise import denoise, gaussian_noise, salt_and_pepper
 from jaxebm.tasks.generate import Sampler, from_buffer, from_noise, generate, snapshots
 from jaxebm.tasks.inpaint import box_mask, half_mask, inpaint, random_masks
+from jaxebm.tasks.knn import choose_k, knn_inpaint
 from jaxebm.tasks.ood import JEMScores, jem_scores, ood_scores
 
 __all__ = [
@@ -37,6 +38,8 @@ __all__ = [
     "box_mask",
     "half_mask",
     "inpaint",
+    "knn_inpaint",
+    "choose_k",
     "random_masks",
     "salt_and_pepper",
     "gaussian_noise",
