@@ -6,13 +6,15 @@ one-hot discrete states; chains), ``replay`` (persistent chains, token sequences
 ``losses``, ``objectives`` (what a step minimises), ``negatives`` (where its chains start),
 ``train`` (train state, step skeleton, recipes), ``parallel`` (data parallel over devices),
 ``checkpoint`` (orbax), ``recovery`` (self-healing training), ``residual`` (residual EBMs of
-language models), ``data``, ``tasks`` (what EBMs are for), ``metrics``, ``viz``;
+language models), ``drl`` (diffusion recovery likelihood), ``data``, ``tasks`` (what EBMs are
+for), ``metrics``, ``viz``;
 ``map_batches`` (a function over a large set in padded chunks).
 """
 
 from jaxebm import (
     checkpoint,
     data,
+    drl,
     energy,
     losses,
     metrics,
@@ -50,6 +52,7 @@ __version__ = "0.1.0"
 __all__ = [
     "checkpoint",
     "data",
+    "drl",
     "metrics",
     "viz",
     "energy",

@@ -16,9 +16,23 @@ from golden import _Logits
 from helpers import assert_trees_equal
 
 import jaxebm
-from jaxebm import checkpoint, negatives, objectives, parallel
+from jaxebm import checkpoint, drl, negatives, objectives, parallel
 
 BATCH = 16
+LEVELS = drl.noise_schedule(3)
+
+
+def _deterministic_pairs(key, x):
+    """Recovery pairs with no randomness: the level from the point, no noise added."""
+    del key
+    level = (x[:, 0] > 0).astype(jnp.int32) + (x[:, 1] > 0).astype(jnp.int32)
+    return level, 0.9 * x, 0.8 * x
+
+
+def _level_energy(variables, y, level):
+    """A small MLP energy of the point and its level (one-hot)."""
+    inputs = jnp.concatenate([y, jax.nn.one_hot(level, LEVELS.num_levels)], axis=-1)
+    return jaxebm.nets.MLPEnergy(hidden=(16, 16)).apply(variables, inputs)
 
 
 def _hide_second(key, shape):
@@ -39,6 +53,8 @@ def _source(name, *, deterministic, noise_fn):
         )  # fmt: skip
     if name == "cd":
         return negatives.from_data()
+    if name == "drl":
+        return drl.source(LEVELS, draw=_deterministic_pairs if deterministic else None)
     if name == "short_run":
         return negatives.from_noise(noise_fn=noise_fn)
     if name == "completions":  # every example completed, so each device completes its own
@@ -50,6 +66,8 @@ def _source(name, *, deterministic, noise_fn):
 
 
 def _objective(name):
+    if name == "drl":
+        return drl.objective(_level_energy, LEVELS)
     if name in ("cd", "icd"):
         energy_fn = jaxebm.from_module(jaxebm.nets.MLPEnergy(hidden=(16, 16)))
         if name == "cd":
@@ -73,6 +91,7 @@ COMBINATIONS = [
     ("jem", "persistent"),
     ("jem_pxy", "persistent_xy"),
     ("jem_ce", "none"),
+    ("drl", "drl"),
 ]
 
 
@@ -86,9 +105,12 @@ def setup(objective_name, source_name, *, deterministic, mesh, seed=0):
     objective = _objective(objective_name)
     source = _source(source_name, deterministic=deterministic, noise_fn=noise_fn)
     module = (
-        jaxebm.nets.MLPEnergy(hidden=(16, 16)) if objective_name in ("cd", "icd") else _Logits()
+        jaxebm.nets.MLPEnergy(hidden=(16, 16))
+        if objective_name in ("cd", "icd", "drl")
+        else _Logits()
     )
-    params = module.init(jax.random.key(seed), jnp.zeros((1, 2)))
+    inputs = 2 + LEVELS.num_levels if objective_name == "drl" else 2
+    params = module.init(jax.random.key(seed), jnp.zeros((1, inputs)))
     tx = optax.adam(1e-2)
     buffer = source.init(jax.random.key(seed + 1), (2,))
     state = jaxebm.TrainState.create(params, tx, buffer, jax.random.key(seed + 2), ema=True)
