@@ -78,6 +78,11 @@ NEEDS: dict[str, Need] = {
         lambda dataset, model: dataset.domains is not None,
         "log-mel maps of a speech set (data.name='spoken_digits' or 'spoken_digit')",
     ),
+    "one_energy": Need(
+        lambda dataset, model: model.schedule is None,
+        "chains on one energy of the data (a recovery-likelihood model, loss.objective='drl', "
+        "samples by running its noise levels down: generate, inpaint)",
+    ),
     "checkable": Need(
         lambda dataset, model: dataset.is_correct is not None,
         "text whose correctness can be checked (data.name='arithmetic')",

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import builders, feature_nets
+from experiments import builders, diffusion, eval_density, feature_nets
 from experiments.eval_common import (
     Run,
     labelled_train,
@@ -36,6 +36,8 @@ def _fresh_chains(run: Run, num: int) -> np.ndarray:
     config = run.config
     steps = tuple(int(s) for s in config.eval.sample_steps)
     size = min(int(config.eval.batch_size), num)
+    if run.model.schedule is not None:  # recovery likelihood: every level, steps per level
+        return _recovery_samples(run, num, steps, size)
     noise_fn = builders.make_noise_fn(config)
 
     @jax.jit
@@ -52,6 +54,19 @@ def _fresh_chains(run: Run, num: int) -> np.ndarray:
         labels = (jnp.arange(size, dtype=jnp.int32) + start) % (run.num_classes or 1)
         parts.append(np.asarray(chains(jax.random.fold_in(run.key, index), labels)))
     return np.concatenate(parts, axis=1)[:, :num]
+
+
+def _recovery_samples(run: Run, num: int, steps: tuple[int, ...], size: int) -> np.ndarray:
+    """``[S, num, ...]``: a recovery-likelihood model's samples with each of ``steps`` per level."""
+    shape = tuple(run.dataset.event_shape)
+    draw = jax.jit(lambda key, k: diffusion.samples(run, key, size, k, shape), static_argnums=1)
+    parts = [
+        np.concatenate(
+            [np.asarray(draw(jax.random.fold_in(run.key, i), k)) for i in range(-(-num // size))]
+        )[:num]
+        for k in steps
+    ]
+    return np.stack(parts)
 
 
 def generate(run: Run) -> dict:
@@ -82,8 +97,10 @@ def digits_fid(run: Run, samples_by_steps: dict) -> dict:
     (``experiments.feature_nets``). Each source gives ``eval.num_samples`` images, compared with
     the 360 test digits: fresh chains after each of ``eval.sample_steps`` (a conditional model's
     chains cycle through the classes), the replay buffer, a Gaussian fitted to the training
-    pixels (clipped to [-1, 1]; the baseline), and training digits (the floor: what real data
-    score against the test split).
+    pixels (clipped to [-1, 1]; the baseline), a Gaussian mixture fitted likewise
+    (``mixture_baseline``, its ``mixture_components`` chosen among ``eval.mixture_components`` by
+    held-out likelihood on training digits: :func:`mixture_samples`), and training digits (the
+    floor: what real data score against the test split).
     """
     num = int(run.config.eval.num_samples)
     features, test_accuracy = feature_nets.digits_features(run.dataset.train, run.dataset.test)
@@ -101,8 +118,35 @@ def digits_fid(run: Run, samples_by_steps: dict) -> dict:
     gaussian = rng.multivariate_normal(flat.mean(0), np.cov(flat, rowvar=False), size=num)
     gaussian = np.clip(gaussian, -1.0, 1.0).reshape(num, *train_x.shape[1:]).astype(np.float32)
     result["gaussian_baseline"] = fid(gaussian, test_x)
+    grid = tuple(int(k) for k in run.config.eval.mixture_components)
+    count, mixture = mixture_samples(train_x, num, grid, eval_density.bin_width(run.config))
+    result["mixture_baseline"] = fid(mixture, test_x)
+    result["mixture_components"] = count
     result["train_data"] = fid(train_x[:num], test_x)
     return result
+
+
+def mixture_samples(train_x, num: int, grid, width: float | None) -> tuple[int, np.ndarray]:
+    """``num`` samples of a full-covariance Gaussian mixture fitted to the training pixels,
+    clipped to ``[-1, 1]`` (seed 0).
+
+    Its number of components is chosen among ``grid`` by held-out likelihood on the training
+    pixels dequantised with bin ``width`` (``eval_density.choose_components``: on quantised
+    pixels a held-out likelihood is unbounded); the mixture itself is fitted to the pixels as
+    they are, as the Gaussian baseline is.
+
+    Returns:
+      ``(components, samples [num, ...])``.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    train_x = np.asarray(train_x)
+    dequantized = eval_density.dequantize(train_x, width, eval_density.TRAIN_SEED)
+    count, _ = eval_density.choose_components(dequantized, grid)
+    flat = train_x.reshape(len(train_x), -1).astype(np.float64)
+    mixture = GaussianMixture(count, covariance_type="full", random_state=0).fit(flat)
+    samples = np.clip(mixture.sample(num)[0], -1.0, 1.0)
+    return count, samples.reshape(num, *train_x.shape[1:]).astype(np.float32)
 
 
 def inpaint_errors(key, x, mask, fills, mean_fill, knn_fill=None) -> dict:
@@ -151,7 +195,7 @@ _KNN_REFERENCES = 10_000  # training images the k-NN baseline searches (all of t
 
 
 def inpaint(run: Run) -> dict:
-    """Masked chains fill the bottom half and a centre box; error vs filling with the mean image.
+    """Masked chains fill the bottom half, a centre box and the left half; error vs baselines.
 
     Errors are mean squared errors over the missing pixels against the true test images (images
     in ``[-1, 1]``), for one completion per image (``mse_ebm_sample``) and for the mean of
@@ -173,6 +217,7 @@ def inpaint(run: Run) -> dict:
     masks = {
         "bottom half": tasks.half_mask(x.shape[1:], "bottom"),
         "centre box": tasks.box_mask(x.shape[1:], height // 4, width // 4, height // 2, width // 2),
+        "left half": tasks.half_mask(x.shape[1:], "left"),
     }
     mean_image = labelled_train(run, int(config.eval.num_samples))["x"].mean(axis=0)
     reference = labelled_train(run, _KNN_REFERENCES)["x"]  # the kNN baseline's training images
@@ -184,9 +229,14 @@ def inpaint(run: Run) -> dict:
         "num_chains": num_chains,
     }
     panels = {"data": np.asarray(x)}
-    fill = jax.jit(
-        lambda key, x, mask: tasks.inpaint(key, run.marginal(), run.sampler, x, mask, num_steps)[0]
-    )  # one program for every mask and chain
+    if run.model.schedule is None:
+        fill = jax.jit(
+            lambda key, x, mask: tasks.inpaint(
+                key, run.marginal(), run.sampler, x, mask, num_steps
+            )[0]
+        )  # one program for every mask and chain
+    else:  # recovery likelihood: the levels run down, known pixels diffused to each level
+        fill = jax.jit(lambda key, x, mask: diffusion.completions(run, key, x, mask, num_steps))
     reader = feature_nets.digits_reader(run.dataset.train) if config.data.name == "digits" else None
     for index, (name, mask) in enumerate(masks.items()):
         full_mask = jnp.broadcast_to(mask, x.shape)

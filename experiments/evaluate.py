@@ -28,6 +28,7 @@ from experiments import (
     builders,
     cli,
     eval_classes,
+    eval_density,
     eval_images,
     eval_jem,
     eval_lattice,
@@ -78,8 +79,9 @@ TASKS = {  # name -> Task; `--task` and `eval.tasks` choose among them
     "sample": Task(eval_toy.sample, ("points",), top_level=True),
     "generate": Task(eval_images.generate, ("images",)),
     "inpaint": Task(eval_images.inpaint, ("images",)),
-    "denoise": Task(eval_images.denoise, ("images",)),
+    "denoise": Task(eval_images.denoise, ("images", "one_energy")),
     "ood": Task(eval_images.ood, ("images",)),
+    "likelihood": Task(eval_density.likelihood, ("images",)),
     "cross_class": Task(eval_classes.cross_class, ("images", "conditional")),
     "compose": Task(eval_classes.compose, ("images", "conditional")),
     "classify": Task(eval_classes.classify, ("images", "conditional")),
@@ -229,6 +231,7 @@ def _config_needs(config) -> dict[str, bool]:
         "residual": config.loss.mode == "lm",
         "checkable": config.data.name == "arithmetic",
         "speech": config.data.name in SPEECH_NAMES,
+        "one_energy": config.loss.objective != "drl",
     }
 
 
@@ -294,6 +297,34 @@ def check_eval_config(config) -> None:
         choose("eval.attack_norms", "attack norm", norm, ATTACK_NORMS)
     for name in evaluation.ood_datasets:
         choose("eval.ood_datasets", "TFDS image set", name, tfds_data.NAMES)
+    _check_likelihood(evaluation)
+
+
+def _is_whole(value, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _check_likelihood(evaluation) -> None:
+    """The AIS and mixture settings of the likelihood task (and of the digits-FID mixture)."""
+    check(
+        evaluation,
+        "eval.ais_chains",
+        lambda n: _is_whole(n, 2),
+        "a whole number >= 2 (AIS's standard error needs two chains)",
+    )
+    check(
+        evaluation,
+        "eval.ais_temperatures",
+        functools.partial(is_counts, increasing=True),
+        "a non-empty, strictly increasing tuple of positive temperature counts",
+    )
+    check(evaluation, "eval.ais_step_size", positive, "> 0 (MALA's step in whitened units)")
+    check(
+        evaluation,
+        "eval.mixture_components",
+        functools.partial(is_counts, increasing=True),
+        "a non-empty, strictly increasing tuple of positive component counts",
+    )
 
 
 def main(argv):

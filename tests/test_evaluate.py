@@ -13,10 +13,12 @@ SPINS = builders.Dataset({}, {}, (9, 2), None, None, coupling=lattice.lattice_co
 SUMS = TOKENS._replace(tokenizer=text.arithmetic_tokenizer(), is_correct=text.is_correct)
 MAPS = builders.Dataset({}, {}, (61, 40, 1), None, None, 10, domains={"source": {}})
 RESIDUAL = builders.Model(None, None, None, False, None, base_lm=object())
+RECOVERY = builders.Model(None, None, None, False, None, schedule=object())
 KINDS = {
     "toy": (POINTS, builders.Model(None, None, None, False, None)),
     "igebm": (IMAGES, builders.Model(None, None, None, False, None)),
     "igebm_conditional": (IMAGES, builders.Model(None, None, None, True, 10)),
+    "drl": (IMAGES, RECOVERY),
     "jem": (IMAGES, builders.Model(None, None, None, False, 10, logits_fn=lambda v, x: x)),
     "speech": (MAPS, builders.Model(None, None, None, False, 10, logits_fn=lambda v, x: x)),
     "text": (TOKENS, builders.Model(None, None, None, False, None)),
@@ -26,12 +28,14 @@ KINDS = {
 }
 EXPECTED = {
     "toy": ("density", "sample"),
-    "igebm": ("generate", "inpaint", "denoise", "ood"),
+    "igebm": ("generate", "inpaint", "denoise", "ood", "likelihood"),
+    "drl": ("generate", "inpaint", "ood", "likelihood"),  # its chains run down the levels
     "igebm_conditional": (
         "generate",
         "inpaint",
         "denoise",
         "ood",
+        "likelihood",
         "cross_class",
         "compose",
         "classify",
@@ -42,6 +46,7 @@ EXPECTED = {
         "inpaint",
         "denoise",
         "ood",
+        "likelihood",
         "jem_classify",
         "jem_ood",
         "jem_attack",
@@ -52,6 +57,7 @@ EXPECTED = {
         "inpaint",
         "denoise",
         "ood",
+        "likelihood",
         "jem_classify",
         "jem_ood",
         "jem_attack",
@@ -106,6 +112,7 @@ def test_every_task_applies_to_some_run_and_needs_only_known_things():
         ),
         ("residual", "arithmetic", r"needs text whose correctness can be checked"),
         ("jem", "speech", r"needs log-mel maps of a speech set"),
+        ("drl", "denoise", r"needs chains on one energy of the data \(a recovery-likelihood"),
     ],
 )
 def test_a_task_that_does_not_apply_is_refused_with_the_tasks_that_do(kind, task, needs):
