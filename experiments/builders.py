@@ -13,6 +13,7 @@ import ml_collections
 import optax
 
 import jaxebm
+from experiments import diffusion
 from experiments.datasets import (  # the data builders, importable from here too
     DATASETS,
     DISCRETE_NAMES,
@@ -69,6 +70,9 @@ class Model(NamedTuple):
         ``None``; its ``energy_fn`` is then ``jaxebm.energy.from_logits``, ``E(x)`` or ``E(x, y)``.
       base_lm: A residual EBM's frozen language model (``experiments.lm.BaseLM``: ``logits_fn``,
         ``log_likelihood``), attached once trained or restored; else ``None``.
+      schedule: A recovery-likelihood model's noise levels (``jaxebm.drl.Schedule``); its
+        ``energy_fn`` is then the level-0 model of the data, else ``None``.
+      level_energy_fn: Its network ``(variables, y, level) -> [B]``, else ``None``.
     """
 
     module: Any
@@ -78,11 +82,14 @@ class Model(NamedTuple):
     num_classes: int | None
     logits_fn: Callable | None = None
     base_lm: Any = None
+    schedule: Any = None
+    level_energy_fn: Callable | None = None
 
     def init(self, key, event_shape: tuple[int, ...]):
         """``(params, model_state)`` for inputs of ``event_shape`` (``model_state`` may be None)."""
         x = jnp.zeros((1, *event_shape), jnp.float32)
-        labels = (jnp.zeros((1,), jnp.int32),) if self.conditional else ()
+        takes_label = self.conditional or self.schedule is not None  # a class or a noise level
+        labels = (jnp.zeros((1,), jnp.int32),) if takes_label else ()
         return jaxebm.energy.split_variables(self.module.init(key, x, *labels))
 
 
@@ -167,16 +174,19 @@ def make_energy(config: ml_collections.ConfigDict, dataset: Dataset) -> Model:
             activation=_activation(model.activation),
         )
     else:
+        is_drl = config.loss.objective == "drl"  # one embedding per noise level
         module = jaxebm.nets.ResNetEnergy(
             widths=tuple(model.widths),
             downsample=tuple(bool(d) for d in model.downsample) if model.downsample else None,
             stem_width=int(model.stem_width),
             activation=_activation(model.activation),
             spectral_norm=bool(model.spectral_norm),
-            num_classes=num_classes,
+            num_classes=int(config.loss.num_levels) if is_drl else num_classes,
         )
         if model.spectral_norm:
             update = jaxebm.energy.state_updater(module, update_stats=True)
+        if is_drl:
+            return diffusion.model(config, module, update, Model)
     energy_fn = jaxebm.energy.from_module(module)
     return Model(module, energy_fn, update, conditional, num_classes)
 
@@ -324,10 +334,13 @@ def trained_variables(config: ml_collections.ConfigDict, state) -> Any:
 
 def make_objective(config: ml_collections.ConfigDict, model: Model) -> jaxebm.objectives.Objective:
     """``loss.objective`` as a ``jaxebm.objectives.Objective``: ``"cd"`` (IGEBM's contrastive
-    divergence), ``"jem"`` (a classifier's hybrid loss) or ``"icd"`` (Du et al. 2021)."""
+    divergence), ``"jem"`` (a classifier's hybrid loss), ``"icd"`` (Du et al. 2021), ``"nce"``
+    (a residual EBM) or ``"drl"`` (recovery likelihood, Gao et al. 2021)."""
     loss = config.loss
     if loss.objective == "nce":
         return jaxebm.residual.nce_objective(model.energy_fn)
+    if loss.objective == "drl":
+        return jaxebm.drl.objective(model.level_energy_fn, model.schedule)
     if loss.objective == "jem":
         return jaxebm.objectives.jem(
             model.logits_fn,
@@ -370,6 +383,8 @@ def make_negatives(config: ml_collections.ConfigDict, model: Model):
             temperature=float(config.lm.temperature),
             top_k=int(config.lm.top_k) or None,
         )
+    if config.loss.objective == "drl":
+        return jaxebm.drl.source(model.schedule)
     loss, noise_fn = config.loss, make_noise_fn(config)
     if loss.objective == "jem":
         return jaxebm.train.make_jem_source(

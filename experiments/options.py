@@ -47,7 +47,7 @@ CLASSIFIERS = (
     "speech_classifier",
     "transformer_classifier",
 )  # logits f(x): JEM's models
-OBJECTIVES = ("cd", "jem", "icd", "nce")
+OBJECTIVES = ("cd", "jem", "icd", "nce", "drl")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "piecewise")
 ACTIVATIONS = ("swish", "leaky_relu")
@@ -95,6 +95,8 @@ LOSS_FIELDS = {
     "l2_coeff": ("cd", "icd", "jem"),
     "completion_fraction": ("cd", "icd"),
     "completion_steps": ("cd", "icd"),
+    "num_levels": ("drl",),
+    "step_size_b_square": ("drl",),
 }
 
 

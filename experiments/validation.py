@@ -11,6 +11,7 @@ import jaxebm
 from experiments.configs import base as base_config
 from experiments.configs.base import SECTIONS
 from experiments.datasets import DATASETS, LATTICE_NAMES, quantization_levels
+from experiments.diffusion import check_config as check_recovery
 from experiments.evaluate import check_eval_config
 from experiments.options import (
     ACTIVATIONS,
@@ -128,6 +129,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _check_sampler(config)
     _check_buffer(config)
     _check_loss(config)
+    check_recovery(config)
     _check_optim(config)
     _check_train(config)
     _check_recovery(config)

@@ -452,6 +452,35 @@ CASES = [
         "loss.completion_fraction applies to loss.objective='cd' or 'icd' only",
         "digits_jem:quick",
     ),
+    flag_case("loss.num_levels=4", "loss.num_levels applies to loss.objective='drl' only"),
+    flag_case(
+        "loss.num_levels=1", "loss.num_levels must be in [2, 500], got 1", "digits_drl:quick"
+    ),
+    flag_case(
+        "loss.step_size_b_square=0.0",
+        "loss.step_size_b_square must be > 0 (the paper: 2e-4), got 0.0",
+        "digits_drl:quick",
+    ),
+    flag_case(
+        "model.conditional=True",
+        "loss.objective='drl' conditions a ResNetEnergy on the noise level",
+        "digits_drl:quick",
+    ),
+    flag_case(
+        "sampler.name=hmc",
+        "loss.objective='drl' runs its chains in whitened coordinates",
+        "digits_drl:quick",
+    ),
+    flag_case(
+        "sampler.bounds=(-1.0,1.0)",
+        "leave sampler.bounds and sampler.grad_clip unset",
+        "digits_drl:quick",
+    ),
+    flag_case(
+        "loss.mode=persistent",
+        "loss.objective='drl' starts each chain at the noisier image of its example's pair",
+        "digits_drl:quick",
+    ),
     # --- optim -----------------------------------------------------------------------------
     flag_case("optim.b1=1.0", "optim.b1 must be in [0, 1)"),
     flag_case("optim.b2=-0.5", "optim.b2 must be in [0, 1)"),
@@ -493,6 +522,18 @@ CASES = [
         "eval.tasks holds 'jem_classify', which needs a classifier's logits",
         "digits_igebm:quick",
     ),
+    flag_case(
+        "eval.tasks=('denoise',)",
+        "eval.tasks holds 'denoise', which needs chains on one energy of the data",
+        "digits_drl:quick",
+    ),
+    flag_case("eval.ais_chains=1", "eval.ais_chains must be a whole number >= 2"),
+    flag_case(
+        "eval.ais_temperatures=(400,100)",
+        "eval.ais_temperatures must be a non-empty, strictly increasing tuple",
+    ),
+    flag_case("eval.ais_step_size=0.0", "eval.ais_step_size must be > 0 (MALA's step"),
+    flag_case("eval.mixture_components=()", "eval.mixture_components must be a non-empty"),
     flag_case("eval.grid_resolution=0", "eval.grid_resolution must be > 0 (cells per side"),
     flag_case("eval.grid_resolution=-1", "eval.grid_resolution must be >= 0", "digits_jem:quick"),
     flag_case("eval.batch_size=0", "eval.batch_size must be > 0, got 0"),

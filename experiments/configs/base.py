@@ -116,7 +116,7 @@ def _buffer() -> ml_collections.ConfigDict:
 
 def _loss() -> ml_collections.ConfigDict:
     loss = ml_collections.ConfigDict()
-    loss.objective = "cd"  # "cd" (IGEBM), "jem" (a classifier's logits) or "icd" (Du et al. 2021)
+    loss.objective = "cd"  # "cd" (IGEBM), "jem", "icd" (Du et al. 2021), "drl" (Gao et al. 2021)
     loss.mode = "persistent"  # one of jaxebm.train.MODES: replay buffer, cd-k or short-run
     loss.l2_coeff = 0.0  # weight of mean E(x+)^2 + mean E(x-)^2 (IGEBM: 1.0)
     loss.data_noise = 0.0  # Gaussian noise added to the data (JEM: 0.03)
@@ -134,6 +134,11 @@ def _loss() -> ml_collections.ConfigDict:
     loss.kl_weight = 0.0  # icd: the KL term through the last sampler steps (Du et al. 2021)
     loss.entropy_weight = 0.0  # icd: nearest-neighbour entropy of the negatives (Du et al. 2021)
     loss.kl_steps = 1  # icd: differentiable sampler steps of the KL term
+    # drl: diffusion recovery likelihood (Gao et al. 2021): one EBM per noise level, each of the
+    # less noisy image given the noisier one; the chain's step at level t is s_t with
+    # s_t^2 = c_t b^2 sigma_{t+1}^2 (jaxebm.drl.noise_schedule).
+    loss.num_levels = 6  # drl: noise levels T (the paper's 6)
+    loss.step_size_b_square = 2e-4  # drl: b^2 (the paper's)
     return loss
 
 
@@ -231,6 +236,14 @@ def _eval() -> ml_collections.ConfigDict:
     evaluation.attack_steps = 10  # PGD steps
     evaluation.refine_steps = 0  # > 0: SGLD refinement of attacked inputs before classifying
     evaluation.ece_bins = 15  # calibration bins (Guo et al. 2017)
+    # Images: the likelihood task (experiments/eval_density.py): log Z by AIS with MALA in the
+    # whitened coordinates of a Gaussian fitted to the dequantised training images.
+    evaluation.ais_chains = 100  # AIS chains (importance samples), in chunks of batch_size
+    evaluation.ais_temperatures = (1_000, 4_000)  # one AIS run per count: converged if they agree
+    evaluation.ais_step_size = 0.1  # MALA step in whitened units (each pixel's std is 1)
+    # Candidate components of the Gaussian-mixture baselines (likelihood, digits-FID), the
+    # count chosen by held-out likelihood on training images.
+    evaluation.mixture_components = (1, 5, 10, 20, 50)
     # Text: chains decoded to text, held-out windows against shuffled and corrupted copies, and
     # spans of held-out windows refilled by a chain with the rest clamped.
     evaluation.num_text_samples = 8
