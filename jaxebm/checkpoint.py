@@ -2,10 +2,16 @@
 
 A state is params, optimizer state, replay buffer, PRNG key and step, all arrays, so a restored
 run continues exactly where the saved one stood.
+
+With several processes every process calls the same functions in the same order on one directory
+they all see: orbax writes each process's shards of the buffer and process 0 the metadata; a
+restore reads each process's shards back. A checkpoint counts as readable only when it restores on
+every process, and only process 0 moves an unreadable one aside while the others wait.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from typing import Any
@@ -24,6 +30,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# How long a process waits for the others to agree on a checkpoint (they restore it together).
+AGREE_TIMEOUT_S = 600
 
 
 class CheckpointMismatchError(ValueError):
@@ -153,7 +162,7 @@ def restore_latest(
       target: A state of the right structure (arrays or ``abstract_like`` descriptions); its
         shardings decide where restored arrays are placed.
       repair: Move unreadable checkpoints aside (only the process that writes the directory
-        should).
+        should; with several processes process 0 does, the others wait for it).
 
     Returns:
       The restored state, or ``None`` if the directory holds no readable checkpoint.
@@ -170,13 +179,44 @@ def restore_latest(
                 bad.append(step)
             continue
         restored = _restore_step(manager, step, abstract)
-        if restored is None:
+        if not _on_every_process(restored is not None, f"restored {step}"):
+            restored = None
             bad.append(step)
-    if repair and bad:
-        for step in bad:
-            quarantine(manager, step)
+    if repair and not _on_every_process(not bad, "nothing to repair"):
+        if jax.process_index() == 0:
+            for step in bad:
+                quarantine(manager, step)
+        _barrier("repaired")
         manager.reload()
     return restored
+
+
+# The n-th agreement or barrier has the same name on every process (they make the same calls).
+_calls = itertools.count()
+
+
+def _on_every_process(flag: bool, name: str) -> bool:
+    """Whether ``flag`` holds on every process (each passes its own), through the coordination
+    service's key-value store; ``flag`` for one process."""
+    if jax.process_count() == 1:
+        return flag
+    key, client = (
+        f"jaxebm-checkpoint/{name}/{next(_calls)}",
+        ocp.multihost.get_jax_distributed_client(),
+    )
+    client.key_value_set(f"{key}/{jax.process_index()}", "1" if flag else "0")
+    timeout_ms = AGREE_TIMEOUT_S * 1000
+    return all(
+        client.blocking_key_value_get(f"{key}/{index}", timeout_ms) == "1"
+        for index in range(jax.process_count())
+    )
+
+
+def _barrier(name: str) -> None:
+    """Waits for every process (a no-op for one)."""
+    if jax.process_count() > 1:
+        client = ocp.multihost.get_jax_distributed_client()
+        client.wait_at_barrier(f"jaxebm-checkpoint/{name}/{next(_calls)}", AGREE_TIMEOUT_S * 1000)
 
 
 def _read_metadata(manager: ocp.CheckpointManager, step: int) -> Any | None:
@@ -237,10 +277,16 @@ def quarantine(manager: ocp.CheckpointManager, step: int) -> str:
 
 
 def _all_finite_or_int(tree: Any) -> bool:
+    """Whether this process's part of every float array is finite (each shard checked once)."""
     for leaf in jax.tree.leaves(tree):
         if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
             continue
-        array = np.asarray(jax.device_get(leaf))
-        if np.issubdtype(array.dtype, np.inexact) and not np.all(np.isfinite(array)):
-            return False
+        if isinstance(leaf, jax.Array):
+            unique = {str(shard.index): shard.data for shard in leaf.addressable_shards}
+            parts = [np.asarray(data) for data in unique.values()]
+        else:
+            parts = [np.asarray(leaf)]
+        for array in parts:
+            if np.issubdtype(array.dtype, np.inexact) and not np.all(np.isfinite(array)):
+                return False
     return True

@@ -115,3 +115,24 @@ def test_errors_before_compiling():
         parallel.shard_batch(bad, mesh)
     with pytest.raises(ValueError, match="4 are available"):
         parallel.make_mesh(jax.device_count() + 1)
+
+
+def test_one_process_joins_nothing_and_coordinates_trivially(monkeypatch):
+    # Several processes: tests/test_multihost.py (subprocesses). Here only what one process does,
+    # and the checks made before JAX's distributed runtime would start.
+    for name in (parallel.ENV_COORDINATOR, parallel.ENV_NUM_PROCESSES, parallel.ENV_PROCESS_ID):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(parallel, "_looks_multihost", lambda: False)
+    assert not parallel.initialize_multihost()
+    assert not parallel.initialize_multihost("127.0.0.1:1", 1, 0)
+    with pytest.raises(ValueError, match=r"process_id must be in \[0, 2\), got 2"):
+        parallel.initialize_multihost("127.0.0.1:1", 2, 2)
+    monkeypatch.setenv(parallel.ENV_NUM_PROCESSES, "two")
+    with pytest.raises(ValueError, match="JAXEBM_NUM_PROCESSES must be an integer, got 'two'"):
+        parallel.initialize_multihost()
+    assert parallel.is_primary()
+    parallel.barrier("nothing to wait for")
+    assert parallel.all_true("one", True) and not parallel.all_true("one", False)
+    assert parallel.run_on_primary("answer", lambda: {"x": 1}) == {"x": 1}
+    with pytest.raises(KeyError):  # process 0's own error, as it is
+        parallel.run_on_primary("fails", lambda: {}["missing"])
