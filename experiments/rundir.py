@@ -4,7 +4,9 @@ A workdir belongs to one run. Its first command writes ``config.json`` and ``run
 the fields that define the run, :data:`FREE_FIELDS` aside); a later command on the same workdir
 resumes only if those fields are the same, and is refused before anything in the workdir is
 touched otherwise (:func:`check_identity`). One process at a time writes a workdir
-(:func:`locked`); a second is refused at once with the holder's pid and host.
+(:func:`locked`); a second is refused at once with the holder's pid and host. A run of several
+processes is one writer: its process 0 holds the lock and writes the run's files, the others write
+only their shards of each checkpoint (:func:`locked_by_primary`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Iterator
 
 import ml_collections
 
+import jaxebm
 from experiments.configs import base
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "defining_fields",
     "run_hash",
     "locked",
+    "locked_by_primary",
     "write_identity",
     "write_json",
 ]
@@ -232,3 +236,22 @@ def locked(workdir: str, command: str = "experiments.train") -> Iterator[None]:
             os.ftruncate(fd, 0)  # a clean exit leaves no holder behind
     finally:
         os.close(fd)  # releases the flock
+
+
+@contextlib.contextmanager
+def locked_by_primary(workdir: str, command: str = "experiments.train") -> Iterator[None]:
+    """:func:`locked` for a run of one process or several: process 0 holds ``<workdir>/.lock``; the
+    others take no lock (the run is one writer, and they write only their checkpoint shards) and
+    wait to learn whether process 0 got it.
+
+    Raises:
+      WorkdirLockedError: On process 0, when another run holds the workdir.
+      jaxebm.parallel.PrimaryProcessError: On the others then, with process 0's message.
+    """
+    with contextlib.ExitStack() as stack:
+
+        def take() -> None:
+            stack.enter_context(locked(workdir, command))
+
+        jaxebm.parallel.run_on_primary("lock", take)
+        yield

@@ -8,13 +8,22 @@ from collections.abc import Callable
 
 import jax
 import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
 
 import jaxebm
 from experiments import builders
 from experiments import lm as lm_lib
 from experiments.configs import base
 
-__all__ = ["init_state", "load_config", "restore_or_init", "restore_run", "roll_back"]
+__all__ = [
+    "init_state",
+    "load_config",
+    "local_copy",
+    "restore_or_init",
+    "restore_run",
+    "roll_back",
+]
 
 
 def init_state(config, dataset, model, tx, mesh):
@@ -57,6 +66,26 @@ def roll_back(manager, state, *, before_step: int, fresh_state: Callable):
             manager.delete(step)
     restored = jaxebm.checkpoint.restore_latest(manager, state)
     return restored if restored is not None else fresh_state()
+
+
+def local_copy(state):
+    """A state of a run of several processes as this process's own arrays (what one process can
+    evaluate alone): a replicated array's local copy, a sharded one (the replay buffer) gathered
+    from every process (all of them call this together). A one-process state is returned as is."""
+    if jax.process_count() == 1:
+        return state
+
+    def local(leaf):
+        if not isinstance(leaf, jax.Array) or leaf.is_fully_addressable:
+            return leaf
+        if leaf.sharding.is_fully_replicated:
+            return leaf.addressable_data(0)
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            data = multihost_utils.process_allgather(jax.random.key_data(leaf), tiled=True)
+            return jax.random.wrap_key_data(np.asarray(data), impl=jax.random.key_impl(leaf))
+        return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+
+    return jax.tree.map(local, state)
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:

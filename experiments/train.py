@@ -6,16 +6,25 @@ r"""Trains an EBM from a config; re-running the same command on the same workdir
 The workdir receives config.json, checkpoints/ (orbax), metrics.jsonl, TensorBoard event files,
 PNG figures and summary.json, and events.jsonl when a self-healing run (config.recovery) rolls
 back. SIGTERM or Ctrl-C saves a checkpoint before exiting (a second one exits at once).
+
+Several processes (one per host, or several on one machine: scripts/launch_local.py) run one
+training when each is started with --num_processes, --process_id and --coordinator=HOST:PORT (or
+the JAXEBM_* variables jaxebm.parallel.initialize_multihost reads). Each reads only its share of
+each batch; process 0 holds the workdir's lock and writes config.json, the logs, the figures and
+summary.json; every process writes its shards of each checkpoint.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import logging
 import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -30,12 +39,14 @@ import jaxebm
 from experiments import builders, cli, evaluate, rundir, validation
 from experiments import lm as lm_lib
 from experiments import state as state_lib
-from experiments.writers import MetricWriter, read_events, write_event
+from experiments.writers import MetricWriter, NullMetricWriter, read_events, write_event
 
 __all__ = ["Run", "build", "train_and_evaluate", "train_loop"]
 
 FLAGS = flags.FLAGS
 logger = logging.getLogger("experiments.train")
+# How long the other processes of a run wait for process 0's evaluation.
+EVAL_TIMEOUT_S = 24 * 3600
 
 
 def define_flags():
@@ -43,6 +54,9 @@ def define_flags():
     config_flags.DEFINE_config_file("config", None, "Experiment config file (path.py[:quick]).")
     flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and figures.")
     flags.DEFINE_bool("progress", True, "Show a progress bar.")
+    flags.DEFINE_integer("num_processes", None, "Processes of a multi-process run.")
+    flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).")
+    flags.DEFINE_string("coordinator", None, "host:port of process 0 (multi-process runs).")
 
 
 class Run(NamedTuple):
@@ -94,6 +108,11 @@ def build(config: ml_collections.ConfigDict, *, workdir: str | None = None) -> R
     ):
         if size % num_devices:
             raise ValueError(f"{name} ({size}) must be divisible by the {num_devices} devices")
+    if has_lm and jax.process_count() > 1:
+        raise ValueError(
+            f"loss.mode='lm' trains its base LM on one process; this run has "
+            f"{jax.process_count()} processes: run it with one"
+        )
     if has_lm:
         model = model._replace(base_lm=lm_lib.load_or_train(config, dataset, workdir, mesh))
     train_step = builders.make_train_step(config, model, tx)
@@ -125,7 +144,7 @@ def train_and_evaluate(
 
     The workdir is the run's (``experiments.rundir``): the config is checked and compared with the
     run already there before anything in it is touched, and the process holds the workdir's lock
-    throughout.
+    throughout (of a run of several processes, process 0 holds it and writes the run's files).
 
     Raises:
       ValueError: A bad config value (nothing is written).
@@ -140,7 +159,7 @@ def train_and_evaluate(
     validation.validate_config(config)  # a bad value never reaches the workdir
     rundir.check_workdir(workdir)
     rundir.check_identity(config, workdir)  # reads only: a refused command touches nothing
-    with rundir.locked(workdir):
+    with rundir.locked_by_primary(workdir):
         is_existing = rundir.check_identity(config, workdir)  # again, now that it is ours
         run = build(config, workdir=workdir)
         manager = jaxebm.checkpoint.make_manager(
@@ -151,7 +170,8 @@ def train_and_evaluate(
         except BaseException:
             manager.close()
             raise
-        rundir.write_identity(config, workdir)
+        if jaxebm.parallel.is_primary():
+            rundir.write_identity(config, workdir)
         if is_resumed:
             logger.info("resumed from step %d", int(state.step))
         elif is_existing:
@@ -164,19 +184,34 @@ def train_and_evaluate(
             workdir,
             manager,
             progress=progress,
-            should_stop=should_stop,
+            should_stop=_agreed(should_stop or (lambda: False), config.train.log_every),
             on_trained=on_trained,
         )
+
+
+def _agreed(should_stop: Callable[[], bool], every: int) -> Callable[[], bool]:
+    """``should_stop`` of a run of several processes: asked every ``every`` calls (steps), and true
+    on all of them once true on one, so that all save the same step and stop together."""
+    if jax.process_count() == 1:
+        return should_stop
+    calls = itertools.count(1)
+    return lambda: (
+        next(calls) % every == 0
+        and not jaxebm.parallel.all_true("keep training", not should_stop())
+    )
 
 
 def _train_then_evaluate(run, state, workdir, manager, *, progress, should_stop, on_trained):
     config = run.config
     start = int(state.step)
     total = config.train.num_steps
+    is_primary = jaxebm.parallel.is_primary()  # of a run of several processes, the one that logs
+    progress = progress and is_primary
     bar = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True, disable=not progress)
     started = time.perf_counter()
     try:
-        with MetricWriter(workdir, resume_step=start) as writer:
+        writer = MetricWriter(workdir, resume_step=start) if is_primary else NullMetricWriter()
+        with writer:
             result = train_loop(
                 run,
                 state,
@@ -184,7 +219,7 @@ def _train_then_evaluate(run, state, workdir, manager, *, progress, should_stop,
                 manager=manager,
                 writer=writer,
                 bar=bar,
-                should_stop=should_stop or (lambda: False),
+                should_stop=should_stop,
             )
         saved = _save_final(manager, result.state)
     finally:
@@ -196,14 +231,20 @@ def _train_then_evaluate(run, state, workdir, manager, *, progress, should_stop,
     state = result.state
     if result.is_stopped:
         return {"stopped_at": int(state.step)}
-    summary = evaluate.evaluate_run(config, workdir, state, run.dataset, run.model)
-    summary["train_seconds_this_process"] = round(train_seconds, 2)
-    summary["steps"] = int(state.step)
-    summary["num_devices"] = run.mesh.shape["data"]
-    summary["rollbacks"] = result.num_rollbacks
-    summary["checkpoint_step"] = saved
-    rundir.write_json(os.path.join(workdir, "summary.json"), summary)
-    return summary
+    state = state_lib.local_copy(state)  # the evaluation runs on process 0 alone
+
+    def evaluate_and_write() -> dict:
+        summary = evaluate.evaluate_run(config, workdir, state, run.dataset, run.model)
+        summary["train_seconds_this_process"] = round(train_seconds, 2)
+        summary["steps"] = int(state.step)
+        summary["num_devices"] = run.mesh.shape["data"]
+        summary["num_processes"] = jax.process_count()
+        summary["rollbacks"] = result.num_rollbacks
+        summary["checkpoint_step"] = saved
+        rundir.write_json(os.path.join(workdir, "summary.json"), summary)
+        return summary
+
+    return jaxebm.parallel.run_on_primary("evaluate", evaluate_and_write, timeout_s=EVAL_TIMEOUT_S)
 
 
 def _save_final(manager, state) -> int:
@@ -251,7 +292,7 @@ def train_loop(run: Run, state, *, workdir, manager, writer, bar, should_stop) -
         bar.update(1)
         supervision, decision = supervisor.update(supervision, step, values if is_check else None)
         if decision.action == "give_up":
-            write_event(workdir, {"event": "give_up", "step": step, "reason": decision.reason})
+            _write_event(workdir, {"event": "give_up", "step": step, "reason": decision.reason})
             logger.error("divergence at step %d (%s): giving up", step, decision.reason)
             raise RuntimeError(f"{decision.message} {_advice(config)}")
         if decision.action == "roll_back":
@@ -291,7 +332,7 @@ def _roll_back(run: Run, state, decision, *, workdir, manager, step: int, values
         "learning_rate_scale": decision.learning_rate_scale,
         "metrics": {name: float(value) for name, value in values.items()},
     }
-    write_event(workdir, event)
+    _write_event(workdir, event)
     logger.warning(
         "divergence at step %d (%s): rolled back to step %d, new seed, learning rate x%g "
         "(rollback %d of at most %d)",
@@ -303,6 +344,12 @@ def _roll_back(run: Run, state, decision, *, workdir, manager, step: int, values
         run.config.recovery.max_rollbacks,
     )
     return state
+
+
+def _write_event(workdir: str, event: dict) -> None:
+    """Appends to ``events.jsonl`` (process 0's, in a run of several processes)."""
+    if jaxebm.parallel.is_primary():
+        write_event(workdir, event)
 
 
 def _advice(config: ml_collections.ConfigDict) -> str:
@@ -321,6 +368,8 @@ def main(argv):
     if not FLAGS["verbosity"].present:  # orbax logs every save at INFO: keep the console readable
         absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("experiments").setLevel(logging.INFO)
+    # Before any other JAX call: join the other processes of the run, if any.
+    jaxebm.parallel.initialize_multihost(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
     # During training the first SIGTERM or Ctrl-C asks the loop to save and stop after the
     # current step; the previous handlers are then back, so a second one acts at once, as does
     # any signal once training has ended (during the evaluation).
@@ -343,11 +392,33 @@ def main(argv):
         on_trained=restore_handlers,  # a signal during the evaluation acts at once
     )
     print(json.dumps(summary, indent=2))
-    if "stopped_at" in summary:
-        sys.exit(128 + received[0])
+    if "stopped_at" in summary:  # another process of the run may have been the one signalled
+        sys.exit(128 + (received[0] if received else signal.SIGTERM))
+
+
+def _end_at_once(main_fn: Callable) -> Callable:
+    """``main_fn`` that, in a run of several processes, ends a failing process at once: JAX's exit
+    would wait minutes for the others at its shutdown barrier while they wait for this process in
+    a collective (the launcher, or their lost heartbeat, then stops them)."""
+
+    @functools.wraps(main_fn)
+    def wrapped(argv):
+        try:
+            return main_fn(argv)
+        except BaseException as error:
+            status = error.code if isinstance(error, SystemExit) else 1
+            if not (status and jax.distributed.is_initialized()):
+                raise
+            if not isinstance(error, SystemExit):
+                traceback.print_exc()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status if isinstance(status, int) else 1)
+
+    return wrapped
 
 
 if __name__ == "__main__":
     define_flags()
     cli.define_flags()
-    app.run(cli.clean_errors(main))
+    app.run(_end_at_once(cli.clean_errors(main)))

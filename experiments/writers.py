@@ -26,7 +26,14 @@ from tensorboardX.proto.summary_pb2 import Summary
 from tensorboardX.record_writer import masked_crc32c
 from tensorboardX.summary import scalar
 
-__all__ = ["LogWriteError", "MetricWriter", "read_events", "read_metrics", "write_event"]
+__all__ = [
+    "LogWriteError",
+    "MetricWriter",
+    "NullMetricWriter",
+    "read_events",
+    "read_metrics",
+    "write_event",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -252,6 +259,26 @@ class MetricWriter:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+class NullMetricWriter:
+    """A :class:`MetricWriter` that writes nothing: the other processes of a run of several, whose
+    metrics process 0 writes (they are the same on every process)."""
+
+    def write(self, step: int, metrics: dict[str, Any]) -> None:
+        del step, metrics
+
+    def rewind(self, step: int) -> None:
+        del step
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> NullMetricWriter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        pass
 
 
 def _read_rows(path: str) -> list[dict]:
