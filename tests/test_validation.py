@@ -97,6 +97,20 @@ def quick_config(**fields) -> ml_collections.ConfigDict:
     return config
 
 
+def with_environment(values: dict[str, str], fn: Callable[[], object]) -> object:
+    """``fn()`` with the environment variables ``values`` set, restored afterwards."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        return fn()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name)
+            else:
+                os.environ[name] = value
+
+
 def dequantized_points_batch():
     config = quick_config(data__dequantize=True)
     return datasets.train_batch(config, datasets.make_dataset(config), 0)
@@ -561,6 +575,21 @@ CASES = [
         "eval.ood_datasets=('notmnist',)",
         "unknown TFDS image set 'notmnist'",
         "digits_igebm:quick",
+    ),
+    # --- jaxebm.parallel.initialize_multihost, before it joins anything ---------------------
+    Case(
+        "initialize_multihost-process-id",
+        '`jaxebm.parallel.initialize_multihost("127.0.0.1:1234", num_processes=2, process_id=2)`',
+        lambda: jaxebm.parallel.initialize_multihost("127.0.0.1:1234", 2, 2),
+        "process_id must be in [0, 2), got 2",
+    ),
+    Case(
+        "initialize_multihost-env",
+        "`JAXEBM_NUM_PROCESSES=two`, then `jaxebm.parallel.initialize_multihost()`",
+        lambda: with_environment(
+            {"JAXEBM_NUM_PROCESSES": "two"}, jaxebm.parallel.initialize_multihost
+        ),
+        "JAXEBM_NUM_PROCESSES must be an integer, got 'two'",
     ),
     # --- experiments.datasets, called without validate_config ------------------------------
     Case(
