@@ -23,10 +23,10 @@ from experiments.eval_common import (
 )
 from jaxebm import metrics, tasks, viz
 
-__all__ = ["generate", "digits_fid", "inpaint", "denoise", "ood"]
+__all__ = ["fresh_chains", "generate", "digits_fid", "inpaint", "denoise", "ood"]
 
 
-def _fresh_chains(run: Run, num: int) -> np.ndarray:
+def fresh_chains(run: Run, num: int) -> np.ndarray:
     """``num`` fresh chains observed after each of ``eval.sample_steps``: ``[S, num, ...]``.
 
     Chains start from the config's noise and run the training sampler; a model with classes runs
@@ -78,7 +78,7 @@ def generate(run: Run) -> dict:
     steps = tuple(int(s) for s in config.eval.sample_steps)
     num = int(config.eval.num_samples) if config.data.name == "digits" else 0
     num_images = int(config.eval.num_images)
-    x = _fresh_chains(run, max(num, num_images))
+    x = fresh_chains(run, max(num, num_images))
     panels = {f"{s} steps from noise": x[i, :num_images] for i, s in enumerate(steps)}
     if run.state.buffer is not None:
         panels["replay buffer"] = np.asarray(jax.device_get(run.state.buffer.x))[:num_images]

@@ -3,6 +3,7 @@ levels, inpainting with the known pixels diffused, the level-0 energy for OOD), 
 resumes bit for bit, and the CIFAR-10 config is the paper's recipe (bad settings: the rows of
 tests/test_validation.py)."""
 
+import argparse
 import json
 
 import numpy as np
@@ -13,6 +14,7 @@ from test_image_experiments import check_inpaint
 from experiments import builders, train, validation
 from experiments.configs import cifar10_drl, digits_drl
 from experiments.state import restore_run
+from scripts import sample_panels
 
 
 def _quick():
@@ -85,3 +87,14 @@ def test_cifar10_drl_is_the_papers_recipe():
     assert not config.data.dequantize and config.model.spectral_norm
     validation.validate_config(config)
     validation.validate_config(cifar10_drl.get_config("quick"))
+
+
+def test_sample_panels_draws_each_run_and_refuses_a_bad_argument(quick_run, tmp_path):
+    workdir, _, _ = quick_run
+    out = tmp_path / "panels.png"
+    sample_panels.main([str(out), f"DRL=a:b={workdir}:2", "--num", "8", "--data"])
+    assert out.stat().st_size > 0
+    assert sample_panels.parse_run("DRL=/w:7") == ("DRL", "/w", 7)
+    for bad in ("no-equals:3", "t=/w", "t=/w:0", "=/w:3"):
+        with pytest.raises(argparse.ArgumentTypeError, match="TITLE=WORKDIR:STEPS"):
+            sample_panels.parse_run(bad)
