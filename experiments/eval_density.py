@@ -234,11 +234,14 @@ def likelihood(run: Run) -> dict:
     count of ``eval.ais_temperatures``: the runs under ``ais`` show whether the estimate has
     converged (more temperatures: a tighter bound, so log Z rises, the likelihood falls, towards
     the truth). The headline numbers are the last run's. As AIS's log Z is a stochastic lower
-    bound, the EBM's likelihood errs high; the interval is AIS's standard error alone.
+    bound, the EBM's likelihood errs high; the interval is AIS's standard error alone. Whether
+    or not AIS converged, the true likelihood is below ``nats_per_dim_upper_95`` with probability
+    at least 95% (``jaxebm.metrics.ais_log_likelihood``).
 
     Returns:
-      ``nats_per_dim`` (``_stderr``), ``bits_per_dim``, ``ais`` (each run: log Z, its standard
-      error, ESS, acceptance, nats and bits per dimension, seconds), ``baselines`` (see
+      ``nats_per_dim`` (``_stderr``, ``_upper_95``), ``bits_per_dim`` (``_lower_95``), ``ais``
+      (each run: log Z, its standard error, ESS, acceptance, nats and bits per dimension,
+      seconds), ``baselines`` (see
       :func:`baselines`) and ``ebm_minus_best_baseline_nats_per_dim`` (``bits``): the EBM's
       difference to the better baseline on the test images (above 0 in nats: the EBM is better).
     """
@@ -266,6 +269,8 @@ def likelihood(run: Run) -> dict:
         "nats_per_dim": final["nats_per_dim"],
         "nats_per_dim_stderr": final["nats_per_dim_stderr"],
         "bits_per_dim": final.get("bits_per_dim"),
+        "nats_per_dim_upper_95": final["nats_per_dim_upper_95"],
+        "bits_per_dim_lower_95": final.get("bits_per_dim_lower_95"),
         "ais": sizes,
         "baselines": fitted,
         "ebm_minus_best_baseline_nats_per_dim": final["nats_per_dim"] - best,

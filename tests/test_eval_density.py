@@ -100,6 +100,10 @@ def test_ais_gives_the_exact_likelihood_of_a_gaussian_energy(tmp_path):
     assert fine["num_chains"] == 256  # two chunks of 128
     bits = -(numbers["nats_per_dim"] + np.log(WIDTH)) / np.log(2)
     assert numbers["bits_per_dim"] == pytest.approx(bits, rel=1e-9)
+    assert numbers["nats_per_dim_upper_95"] == pytest.approx(
+        numbers["nats_per_dim"] + np.log(20.0) / numbers["num_dims"], rel=1e-9
+    )
+    assert exact <= numbers["nats_per_dim_upper_95"]
     fitted = numbers["baselines"]
     assert fitted["mixture_components"] in (1, 2)
     best = max(fitted["gaussian"]["nats_per_dim"], fitted["mixture"]["nats_per_dim"])
