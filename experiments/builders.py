@@ -28,6 +28,7 @@ from experiments.datasets import (  # the data builders, importable from here to
 from experiments.options import (
     CLASSIFIERS,
     DISCRETE_SAMPLERS,
+    DTYPES,
     MODELS,
     OPTIMIZERS,
     SAMPLERS,
@@ -98,6 +99,12 @@ def _activation(name: str):
     return options[choose("model.activation", "activation", name, tuple(options))]
 
 
+def _dtype(name: str):
+    """The compute dtype of ``model.dtype`` (parameters stay float32)."""
+    options = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+    return options[choose("model.dtype", "compute dtype", name, DTYPES)]
+
+
 def _classifier(name: str, model: ml_collections.ConfigDict, dataset: Dataset) -> Model:
     """A JEM classifier's :class:`Model`: logits ``f(x)``, ``E(x) = -logsumexp f(x)`` and
     ``E(x, y) = -f(x)[y]``; its input carries no label, so ``Model.init`` and the chains treat it
@@ -110,6 +117,8 @@ def _classifier(name: str, model: ml_collections.ConfigDict, dataset: Dataset) -
             widen_factor=int(model.widen_factor),
             num_classes=int(dataset.num_classes),
             activation=_activation(model.activation),
+            stride_on=str(model.stride_on),  # the module refuses any but "first" and "second"
+            dtype=_dtype(model.dtype),
         )
     elif name == "speech_classifier":  # log-mel maps [T, F, 1]: a 1-D network over the frames
         module = jaxebm.nets.SpeechClassifier(
@@ -164,7 +173,11 @@ def make_energy(config: ml_collections.ConfigDict, dataset: Dataset) -> Model:
     if name == "mlp":
         if conditional:
             raise ValueError("the mlp model is unconditional: set model.conditional=False")
-        module = jaxebm.nets.MLPEnergy(hidden=tuple(model.hidden), quadratic=float(model.quadratic))
+        module = jaxebm.nets.MLPEnergy(
+            hidden=tuple(model.hidden),
+            quadratic=float(model.quadratic),
+            dtype=_dtype(model.dtype),
+        )
     elif name == "conv":
         if conditional:
             raise ValueError("the conv model is unconditional: use model.name='resnet'")
@@ -172,6 +185,7 @@ def make_energy(config: ml_collections.ConfigDict, dataset: Dataset) -> Model:
             widths=tuple(model.widths),
             strides=tuple(model.strides),
             activation=_activation(model.activation),
+            dtype=_dtype(model.dtype),
         )
     else:
         is_drl = config.loss.objective == "drl"  # one embedding per noise level
@@ -182,6 +196,7 @@ def make_energy(config: ml_collections.ConfigDict, dataset: Dataset) -> Model:
             activation=_activation(model.activation),
             spectral_norm=bool(model.spectral_norm),
             num_classes=int(config.loss.num_levels) if is_drl else num_classes,
+            dtype=_dtype(model.dtype),
         )
         if model.spectral_norm:
             update = jaxebm.energy.state_updater(module, update_stats=True)

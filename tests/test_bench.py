@@ -40,7 +40,8 @@ FAKE_TORCH = textwrap.dedent(
     line = {
         "peer": "torch_jem", "mode": "jem", "depth": int(args["depth"]),
         "width": int(args["width"]), "batch": int(args["batch"]), "steps": int(args["steps"]),
-        "channels_last": "channels-last" in args, "threads": int(args["threads"]),
+        "channels_last": "channels-last" in args, "stride_first": "stride-first" in args,
+        "threads": int(args["threads"]),
         "torch": "0", "median_s_per_iter": 0.5, "warmup_s": 0.6,
     }
     if "no-flops" not in args:
@@ -205,6 +206,9 @@ def test_quick_bench_prints_every_figure(tmp_path):
         "jem_wrn10_1": "iterations_per_s",
         "torch_jem_wrn10_1": "iterations_per_s",
         "torch_jem_wrn10_1_cl": "iterations_per_s",
+        "jem_wrn10_1_second": "iterations_per_s",
+        "torch_jem_wrn10_1_second": "iterations_per_s",
+        "torch_jem_wrn10_1_second_cl": "iterations_per_s",
     }
     assert set(figures) == set(expected)
     for name, unit in expected.items():
@@ -227,8 +231,18 @@ def test_quick_bench_prints_every_figure(tmp_path):
     assert positive(figures["resnet_langevin"]["langevin_image_steps_per_s"])
     assert positive(figures["jem_wrn10_1"]["sgld_image_steps_per_s"])
     assert figures["jem_wrn10_1"]["nonfinite_skipped"] == 0
-    for name in ("torch_jem_wrn10_1", "torch_jem_wrn10_1_cl"):
-        assert figures[name]["value"] == 2.0 and positive(figures[name]["share_of_peak_model"])
+    for name in ("torch_jem_wrn10_1", "torch_jem_wrn10_1_cl", "torch_jem_wrn10_1_second"):
+        assert figures[name]["value"] == 2.0 and positive(figures[name]["share_of_peak_peer"])
+    # Each peer figure ran the network of the jaxebm figure it is compared with.
+    for name in ("jem_wrn10_1", "jem_wrn10_1_second"):
+        stride_on = figures[name]["stride_on"]
+        assert figures["torch_" + name]["stride_on"] == stride_on
+        assert figures["torch_" + name + "_cl"]["stride_on"] == stride_on
+    assert figures["jem_wrn10_1_second"]["stride_on"] == "second"
+    forward = [
+        figures[n]["forward_flops_per_image_xla"] for n in ("jem_wrn10_1", "jem_wrn10_1_second")
+    ]
+    assert 0 < forward[0] < forward[1]
     assert figures["torch_jem_wrn10_1_cl"]["channels_last"] is True
     assert figures["mlp_mala"]["finite"] and 0 <= figures["mlp_mala"]["accept_rate"] <= 1
 
@@ -243,6 +257,8 @@ def test_quick_bench_prints_every_figure(tmp_path):
         "train_conv_after_over_before",
         "jem_wrn10_1_over_torch",
         "jem_wrn10_1_over_torch_channels_last",
+        "jem_wrn10_1_second_over_torch",
+        "jem_wrn10_1_second_over_torch_channels_last",
     ):
         assert positive(ratios[name]["value"]), name
     mala = ratios["jaxebm_mala_over_blackjax_mala"]

@@ -38,6 +38,7 @@ def recipe(dataset: str) -> ml_collections.ConfigDict:
 
     config.model.name = "wideresnet"
     config.model.activation = "leaky_relu"  # slope 0.2, JEM's norm-free WRN
+    config.model.stride_on = "second"  # JEM's wide_basic: the stride on the second 3x3 conv
 
     config.sampler.name = "langevin"
     config.sampler.step_size = STEP_SIZE

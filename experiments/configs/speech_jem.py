@@ -26,6 +26,7 @@ def get_config(arg: str | None = None):
     config.data.voices = "us"
     config.data.variants = 16  # 640 utterances, 480 for training
     config.model.name = "speech_classifier"
+    config.model.stride_on = base.get_config().model.stride_on  # a WideResNet field: unused
     config.model.widths = (64, 64, 128)
     config.model.strides = (1, 2, 2)
     config.sampler.num_steps = 10  # the persistent buffer carries the chains on

@@ -318,6 +318,8 @@ class ConvEnergy(nn.Module):
         Mordatch 2019 use swish; JEM's WideResNet uses leaky ReLU 0.2).
       conv: The convolution module, ``Conv`` by default; ``flax.linen.Conv`` takes the same
         parameters (the benchmark swaps the two).
+      dtype: The dtype the convolutions and the dense layer compute in: ``jnp.float32``, or
+        ``jnp.bfloat16`` (parameters stay float32; the pool and the energy are float32).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -333,6 +335,7 @@ class ConvEnergy(nn.Module):
     strides: Sequence[int] = (1, 2, 1, 2)
     activation: Callable[[Array], Array] = nn.swish
     conv: Callable[..., nn.Module] = Conv
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -343,6 +346,7 @@ class ConvEnergy(nn.Module):
             )
         h = jnp.asarray(x, jnp.float32)
         for width, stride in zip(self.widths, self.strides, strict=True):
-            h = self.activation(self.conv(width, (3, 3), strides=stride, padding="SAME")(h))
-        h = jnp.mean(h, axis=(1, 2))
-        return nn.Dense(1)(h)[:, 0]
+            layer = self.conv(width, (3, 3), strides=stride, padding="SAME", dtype=self.dtype)
+            h = self.activation(layer(h))
+        h = jnp.mean(h.astype(jnp.float32), axis=(1, 2))
+        return nn.Dense(1, dtype=self.dtype)(h)[:, 0].astype(jnp.float32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -21,19 +22,22 @@ class MLPEnergy(nn.Module):
         (Du & Mordatch 2019 use swish in their toy models).
       quadratic: Weight of an optional confining term ``q * |x|^2 / 2`` that keeps ``exp(-E)``
         normalisable far from the data.
+      dtype: The dtype the dense layers compute in: ``jnp.float32``, or ``jnp.bfloat16``
+        (parameters stay float32; the energy and its quadratic term are float32).
     """
 
     hidden: Sequence[int] = (128, 128)
     activation: Callable[[Array], Array] = nn.swish
     quadratic: float = 0.0
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         x = jnp.asarray(x, jnp.float32)
         h = x.reshape((x.shape[0], -1))
         for width in self.hidden:
-            h = self.activation(nn.Dense(width)(h))
-        energy = nn.Dense(1)(h)[:, 0]
+            h = self.activation(nn.Dense(width, dtype=self.dtype)(h))
+        energy = nn.Dense(1, dtype=self.dtype)(h)[:, 0].astype(jnp.float32)
         if self.quadratic:
             flat = x.reshape((x.shape[0], -1))
             energy = energy + 0.5 * self.quadratic * jnp.sum(flat * flat, axis=-1)

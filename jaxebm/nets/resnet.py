@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -26,6 +27,7 @@ class _ClassGainBias(nn.Module):
         features = h.shape[-1]
         gain = nn.Embed(self.num_classes, features, embedding_init=nn.initializers.zeros)(y)
         bias = nn.Embed(self.num_classes, features, embedding_init=nn.initializers.zeros)(y)
+        gain, bias = gain.astype(h.dtype), bias.astype(h.dtype)  # bfloat16 features stay so
         return h * (1.0 + gain[:, None, None, :]) + bias[:, None, None, :]
 
 
@@ -56,6 +58,8 @@ class ResNetEnergy(nn.Module):
       num_classes: If set, the energy is class-conditional, ``E(x, y)``: every block applies a
         learnt per-class gain and bias after each convolution, so one network serves every class.
       conv: The convolution module (``jaxebm.nets.Conv``: fast input gradients in XLA:CPU loops).
+      dtype: The dtype the convolutions and the dense layer compute in: ``jnp.float32``, or
+        ``jnp.bfloat16`` (parameters stay float32; the spatial sum and the energy are float32).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -74,9 +78,10 @@ class ResNetEnergy(nn.Module):
     spectral_norm: bool = True
     num_classes: int | None = None
     conv: Callable[..., nn.Module] = Conv
+    dtype: Any = jnp.float32
 
     def _conv(self, features: int, kernel: int, h: Array, update_stats: bool) -> Array:
-        layer = self.conv(features, (kernel, kernel), padding="SAME")
+        layer = self.conv(features, (kernel, kernel), padding="SAME", dtype=self.dtype)
         if self.spectral_norm:
             return nn.SpectralNorm(layer)(h, update_stats=update_stats)
         return layer(h)
@@ -114,5 +119,5 @@ class ResNetEnergy(nn.Module):
             h = h + shortcut
             if down:
                 h = nn.avg_pool(h, (2, 2), strides=(2, 2))
-        h = jnp.sum(self.activation(h), axis=(1, 2))
-        return nn.Dense(1)(h)[:, 0]
+        h = jnp.sum(self.activation(h).astype(jnp.float32), axis=(1, 2))
+        return nn.Dense(1, dtype=self.dtype)(h)[:, 0].astype(jnp.float32)

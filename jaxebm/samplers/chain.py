@@ -57,11 +57,17 @@ def run_chain(
         state, info = step(step_key, state)
         return state, info if trace else None
 
+    # The last step runs outside the loop, so what its caller never reads is not computed: a
+    # Langevin chain's final gradient (a loop body computes it for the next step; the last one
+    # would have none), or its final energy. MALA's and HMC's final gradients enter their
+    # acceptance test and stay.
     keys = jax.random.split(key, int(num_steps))
-    if trace:
-        return jax.lax.scan(body, state, keys, unroll=unroll)
-    state, _ = jax.lax.scan(body, state, keys[:-1], unroll=unroll)
-    return step(keys[-1], state)
+    state, infos = jax.lax.scan(body, state, keys[:-1], unroll=unroll)
+    state, info = step(keys[-1], state)
+    if not trace:
+        return state, info
+    stack = lambda steps, last: jnp.concatenate([steps, jnp.expand_dims(last, 0)])
+    return state, jax.tree.map(stack, infos, info)
 
 
 def masked(

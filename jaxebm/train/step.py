@@ -146,7 +146,7 @@ def _guarded_update(
     *,
     loss: Array,
     local: dict[str, Array],
-    buffer: replay.ReplayBuffer | None,
+    write_back: Callable[[], replay.ReplayBuffer | None],
     model_state: Params | None,
     samples: Array | None,
     axis_name: str | None,
@@ -158,9 +158,12 @@ def _guarded_update(
     overflow float32 while every entry is finite), a new parameter, the new model state or a
     sample.
 
-    ``local`` are this device's metrics, averaged here over ``axis_name``; ``buffer`` and
-    ``model_state`` are the step's new values, ``samples`` the chains' end points (or ``None``).
-    The moving average (``ema_decay``) follows the parameters the step keeps.
+    ``local`` are this device's metrics, averaged here over ``axis_name``; ``write_back()``
+    gives the step's new buffer and ``model_state`` is the new model state, ``samples`` the
+    chains' end points (or ``None``). The moving average (``ema_decay``) follows the parameters
+    the step keeps. The buffer's chains are written under ``lax.cond`` rather than selected: a
+    persistent source's write-back then scatters the drawn slots into the old buffer in place
+    (bitwise the same state either way).
     """
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -176,9 +179,15 @@ def _guarded_update(
         ok = jax.lax.pmin(ok.astype(jnp.int32), axis_name) > 0
     num_nonfinite = state.num_nonfinite + (~ok).astype(jnp.int32)
 
+    buffer = state.buffer
+    if buffer is not None:
+        # The chains under lax.cond: the drawn slots are scattered into the old buffer in place,
+        # where a select would copy and read all of it every step. Labels and ages are small.
+        chains = jax.lax.cond(ok, lambda: write_back().x, lambda: state.buffer.x)
+        buffer = _select(ok, write_back(), state.buffer)._replace(x=chains)
     local = dict(local)
-    if state.buffer is not None:
-        local["buffer_age_mean"] = jnp.mean(_select(ok, buffer, state.buffer).age)
+    if buffer is not None:
+        local["buffer_age_mean"] = jnp.mean(buffer.age)
     metrics = _mean_over_devices(local, axis_name)
     metrics["param_grad_norm"] = grad_norm
     metrics["nonfinite_skipped"] = num_nonfinite
@@ -194,7 +203,7 @@ def _guarded_update(
         step=state.step + 1,
         params=params,
         opt_state=_select(ok, opt_state, state.opt_state),
-        buffer=_select(ok, buffer, state.buffer),
+        buffer=buffer,
         key=state.key,
         num_nonfinite=num_nonfinite,
         model_state=_select(ok, model_state, state.model_state),
@@ -318,7 +327,7 @@ def make_step(
             grads,
             loss=loss,
             local={"loss": loss, **aux, **chain},
-            buffer=negatives.write_back(state.buffer, drawn),
+            write_back=lambda: negatives.write_back(state.buffer, drawn),
             model_state=model_state,
             samples=drawn.x,
             axis_name=axis_name,
