@@ -83,6 +83,16 @@ NEEDS: dict[str, Need] = {
         "chains on one energy of the data (a recovery-likelihood model, loss.objective='drl', "
         "samples by running its noise levels down: generate, inpaint)",
     ),
+    "class_images": Need(
+        lambda dataset, model: (
+            dataset.bounds == (-1.0, 1.0)
+            and len(dataset.event_shape) == 3
+            and model.schedule is None
+            and (bool(model.conditional) or model.logits_fn is not None)
+        ),
+        "class-conditional chains on an image set (a class-conditional IGEBM or a JEM classifier "
+        "on the digits or a TFDS image set)",
+    ),
     "checkable": Need(
         lambda dataset, model: dataset.is_correct is not None,
         "text whose correctness can be checked (data.name='arithmetic')",

@@ -27,6 +27,7 @@ from absl import logging as absl_logging
 from experiments import (
     builders,
     cli,
+    eval_cas,
     eval_classes,
     eval_density,
     eval_images,
@@ -38,7 +39,7 @@ from experiments import (
     eval_toy,
     rundir,
 )
-from experiments.datasets import LATTICE_NAMES, TEXT_NAMES
+from experiments.datasets import LATTICE_NAMES, TEXT_NAMES, quantization_levels
 from experiments.eval_common import NEEDS, Run, make_run
 from experiments.options import (
     ATTACK_NORMS,
@@ -90,6 +91,7 @@ TASKS = {  # name -> Task; `--task` and `eval.tasks` choose among them
     "jem_ood": Task(eval_jem.ood, ("images", "classifier")),
     "jem_attack": Task(eval_jem.attack, ("images", "classifier")),
     "jem_samples": Task(eval_jem.samples, ("images", "classifier")),
+    "cas": Task(eval_cas.cas, ("class_images",)),
     "speech": Task(eval_speech.domains, ("speech", "classifier")),
     "text_samples": Task(eval_text.samples, ("tokens",)),
     "text_ranking": Task(eval_text.ranking, ("tokens",)),
@@ -232,6 +234,9 @@ def _config_needs(config) -> dict[str, bool]:
         "checkable": config.data.name == "arithmetic",
         "speech": config.data.name in SPEECH_NAMES,
         "one_energy": config.loss.objective != "drl",
+        "class_images": quantization_levels(config.data.name) is not None
+        and config.loss.objective != "drl"
+        and (bool(config.model.conditional) or config.model.name in CLASSIFIERS),
     }
 
 
@@ -298,6 +303,7 @@ def check_eval_config(config) -> None:
     for name in evaluation.ood_datasets:
         choose("eval.ood_datasets", "TFDS image set", name, tfds_data.NAMES)
     _check_likelihood(evaluation)
+    eval_cas.check_config(evaluation)
 
 
 def _is_whole(value, minimum: int) -> bool:

@@ -14,13 +14,11 @@ resumes and writes the same bytes. ``tfds.builder_from_directory(OUT)`` reads th
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import math
 import os
 import shutil
-from collections.abc import Callable
 from unittest import mock
 
 import jax
@@ -34,11 +32,11 @@ from absl import logging as absl_logging
 from tensorflow_datasets.core import example_serializer
 from tensorflow_datasets.core.dataset_builders import adhoc_builder
 
-from experiments import builders, cli, diffusion, feature_nets
+from experiments import builders, chains, cli, feature_nets
 from experiments.datasets import quantization_levels
 from experiments.eval_common import Run
+from experiments.options import CLASSIFIERS
 from experiments.state import load_config, restore_run
-from jaxebm import tasks
 
 __all__ = ["quantize", "dequantize", "chunk_bounds", "check_request", "check_out", "generate"]
 
@@ -91,8 +89,8 @@ def chunk_labels(start: int, stop: int, num_classes: int | None) -> np.ndarray:
     return (np.arange(start, stop, dtype=np.int64) % (num_classes or 1)).astype(np.int64)
 
 
-def _has_classes(config) -> bool:
-    return config.model.name == "resnet" and bool(config.model.conditional)
+def _has_classes(config) -> bool:  # a class-conditional IGEBM or a JEM classifier
+    return bool(config.model.conditional) or config.model.name in CLASSIFIERS
 
 
 def check_request(config, settings: dict) -> None:
@@ -114,7 +112,8 @@ def check_request(config, settings: dict) -> None:
     drl = config.loss.objective == "drl"
     if settings["per_class"] and not _has_classes(config):
         raise ValueError(
-            "--per_class needs a run with classes (model.conditional=True); this run has none"
+            "--per_class needs a run with classes (model.conditional=True or a JEM classifier); "
+            "this run has none"
         )
     if settings["reject_misclassified"] and not (_has_classes(config) and name == "digits"):
         raise ValueError(
@@ -168,37 +167,6 @@ def _write_atomic(path: str, data: bytes) -> None:
     with open(f"{path}.tmp", "wb") as file:
         file.write(data)
     os.replace(f"{path}.tmp", path)
-
-
-def _drawer(run, start: str, steps: int) -> Callable:
-    """``(key, labels [B]) -> (x [B, ...], energy [B])``: one compiled batch of chains."""
-    shape = tuple(run.dataset.event_shape)
-    if run.model.schedule is not None:  # recovery likelihood: every level, `steps` per level
-
-        def levels(key, labels):
-            x = diffusion.samples(run, key, labels.shape[0], steps, shape)
-            return x, jnp.zeros(labels.shape[0])
-
-        return jax.jit(levels)
-    noise_fn = builders.make_noise_fn(run.config)
-    buffer = None if start == "noise" else jax.device_get(run.state.buffer)
-
-    def draw(key, labels):
-        key_start, key_chain = jax.random.split(key)
-        if buffer is None:
-            x0 = noise_fn(key_start, (labels.shape[0], *shape))
-        else:  # a buffer chain of the asked class where there is one
-            match = jnp.asarray(buffer.y)[None, :] == labels[:, None]
-            usable = match | ~jnp.any(match, axis=1, keepdims=True)
-            index = jax.random.categorical(key_start, jnp.where(usable, 0.0, -jnp.inf), axis=1)
-            x0 = jnp.asarray(buffer.x)[index]
-        energy_x = run.marginal()
-        if run.model.conditional:
-            energy_x = functools.partial(run.energy_xy, y=labels)
-        x, energy = tasks.snapshots(key_chain, energy_x, run.sampler, x0, (steps,))
-        return x[0], energy[0]
-
-    return jax.jit(draw)
 
 
 def select_lowest(labels, pool_labels, pool_energy) -> np.ndarray:
@@ -336,7 +304,7 @@ def _metadata(run, settings: dict, levels: int, chunks: list[dict]) -> dict:
     return {
         **settings,
         "data": run.config.data.name,
-        "num_classes": run.model.num_classes if run.model.conditional else None,
+        "num_classes": chains.num_classes(run.model),
         "evaluated_ema": builders.evaluates_average(run.config, run.state),
         "sampler": run.config.sampler.to_dict(),
         "recovery_likelihood": run.model.schedule is not None,
@@ -353,10 +321,10 @@ def generate(run, out: str, settings: dict, *, progress: bool = True) -> dict:
     os.makedirs(os.path.join(out, CHUNKS), exist_ok=True)
     _write_atomic(os.path.join(out, SETTINGS_FILE), json.dumps(settings, indent=2).encode())
     levels = quantization_levels(run.config.data.name)
-    num_classes = run.model.num_classes if run.model.conditional else None
+    num_classes = chains.num_classes(run.model)
     use_reader = settings["reject_misclassified"]
     reader = feature_nets.digits_reader(run.dataset.train) if use_reader else None
-    draw = _drawer(run, settings["start"], settings["steps"])
+    draw = chains.drawer(run, settings["start"], settings["steps"])
     key = jax.random.key(settings["seed"])
     bounds = chunk_bounds(settings["total"], settings["chunk"])
     paths = [os.path.join(out, CHUNKS, f"chunk_{i:05d}.npz") for i in range(len(bounds))]

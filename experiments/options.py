@@ -16,6 +16,7 @@ __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
     "ACTIVATIONS",
+    "DTYPES",
     "CLIP_MODES",
     "ATTACK_NORMS",
     "MODEL_FIELDS",
@@ -51,6 +52,7 @@ OBJECTIVES = ("cd", "jem", "icd", "nce", "drl")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "piecewise")
 ACTIVATIONS = ("swish", "leaky_relu")
+DTYPES = ("float32", "bfloat16")  # model.dtype: the networks' compute dtype
 CLIP_MODES = ("value", "norm")
 TOKEN_INITS = ("unigram", "uniform")
 ATTACK_NORMS = ("linf", "l2")
@@ -70,6 +72,8 @@ MODEL_FIELDS = {
     "spectral_norm": ("resnet",),
     "depth": ("wideresnet",),
     "widen_factor": ("wideresnet",),
+    "stride_on": ("wideresnet",),
+    "dtype": ("mlp", "resnet", "conv", "wideresnet"),
     "width": ("transformer", "transformer_classifier"),
     "num_layers": ("transformer", "transformer_classifier"),
     "num_heads": ("transformer", "transformer_classifier"),

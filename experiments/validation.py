@@ -17,6 +17,7 @@ from experiments.options import (
     ACTIVATIONS,
     CLASSIFIERS,
     CLIP_MODES,
+    DTYPES,
     LOSS_FIELDS,
     MODEL_FIELDS,
     MODELS,
@@ -39,6 +40,7 @@ from experiments.validation_discrete import check_discrete
 from experiments.validation_residual import check_residual
 from jaxebm.data import digits, toy
 from jaxebm.data import tfds as tfds_data
+from jaxebm.nets.wideresnet import STRIDE_PLACEMENTS
 
 __all__ = ["validate_config"]
 
@@ -212,6 +214,7 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
     model = config.model
     name = model.name
     _check_unused(config, "model", MODEL_FIELDS, name, "model.name")
+    choose("model.dtype", "compute dtype", model.dtype, DTYPES)
     is_points = config.data.name in toy.NAMES
     if name != "mlp" and is_points:
         raise ValueError(
@@ -254,6 +257,7 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
             "6n + 4 with n >= 1 (JEM: 28)",
         )
         check(model, "model.widen_factor", positive, ">= 1 (JEM: 10)")
+        choose("model.stride_on", "stride placement", model.stride_on, STRIDE_PLACEMENTS)
         return
     check(model, "model.widths", is_counts, "a non-empty tuple of positive widths")
     if name in ("conv", "speech_classifier"):

@@ -40,6 +40,7 @@ EXPECTED = {
         "compose",
         "classify",
         "attack",
+        "cas",
     ),
     "jem": (
         "generate",
@@ -51,6 +52,7 @@ EXPECTED = {
         "jem_ood",
         "jem_attack",
         "jem_samples",
+        "cas",
     ),
     "speech": (
         "generate",
@@ -112,6 +114,7 @@ def test_every_task_applies_to_some_run_and_needs_only_known_things():
         ),
         ("residual", "arithmetic", r"needs text whose correctness can be checked"),
         ("jem", "speech", r"needs log-mel maps of a speech set"),
+        ("speech", "cas", r"needs class-conditional chains on an image set \(a class-"),
         ("drl", "denoise", r"needs chains on one energy of the data \(a recovery-likelihood"),
     ],
 )

@@ -548,6 +548,17 @@ CASES = [
     ),
     flag_case("eval.ais_step_size=0.0", "eval.ais_step_size must be > 0 (MALA's step"),
     flag_case("eval.mixture_components=()", "eval.mixture_components must be a non-empty"),
+    flag_case(
+        "eval.tasks=('cas',)",
+        "eval.tasks holds 'cas', which needs class-conditional chains on an image set",
+        "digits_igebm_inpaint:quick",
+    ),
+    flag_case(
+        "eval.cas_steps=(100,30)",
+        "eval.cas_steps must be a non-empty, strictly increasing tuple of positive chain-step",
+    ),
+    flag_case("eval.cas_seeds=0", "eval.cas_seeds must be a whole number >= 1, got 0"),
+    flag_case("eval.cas_keep_lowest_energy=1.5", "eval.cas_keep_lowest_energy must be in (0, 1]"),
     flag_case("eval.grid_resolution=0", "eval.grid_resolution must be > 0 (cells per side"),
     flag_case("eval.grid_resolution=-1", "eval.grid_resolution must be >= 0", "digits_jem:quick"),
     flag_case("eval.batch_size=0", "eval.batch_size must be > 0, got 0"),

@@ -76,6 +76,12 @@ def _model() -> ml_collections.ConfigDict:
     model.spectral_norm = True  # resnet: IGEBM's spectral norm (Miyato et al. 2018)
     model.depth = 28  # wideresnet: JEM's WRN-28-10 (Grathwohl et al. 2019)
     model.widen_factor = 10
+    # wideresnet: the 3x3 convolution of a downsampling block with the stride, "first" (Zagoruyko
+    # & Komodakis) or "second" (JEM's wide_basic; same parameters, ~1.6x the FLOPs)
+    model.stride_on = "first"
+    # mlp, resnet, conv, wideresnet: the dtype convolutions and matrix products compute in,
+    # "float32" or "bfloat16" (parameters, optimizer state, chains and energies stay float32)
+    model.dtype = "float32"
     # transformer: a small bidirectional encoder over one-hot tokens (jaxebm.nets.TransformerEnergy)
     model.width = 64
     model.num_layers = 2
@@ -244,6 +250,13 @@ def _eval() -> ml_collections.ConfigDict:
     # Candidate components of the Gaussian-mixture baselines (likelihood, digits-FID), the
     # count chosen by held-out likelihood on training images.
     evaluation.mixture_components = (1, 5, 10, 20, 50)
+    # Images with classes: the cas task (experiments/eval_cas.py), a classifier trained on
+    # generated sets (one per chain length of cas_steps) and tested on the real test set.
+    evaluation.cas_steps = (30, 100)  # chain steps from noise of each generated set
+    evaluation.cas_seeds = 3  # seeds 0..n-1: chains, classifier and the few labels
+    evaluation.cas_labels_per_class = 10  # the few real labels the generated set is added to
+    evaluation.cas_num_train = 0  # real training examples, and as many generated; 0: all
+    evaluation.cas_keep_lowest_energy = 1.0  # of each class's chains (generate's selection)
     # Text: chains decoded to text, held-out windows against shuffled and corrupted copies, and
     # spans of held-out windows refilled by a chain with the rest clamped.
     evaluation.num_text_samples = 8

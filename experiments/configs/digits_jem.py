@@ -4,7 +4,8 @@ r"""JEM on scikit-learn's 8x8 digits, sized for a 2-core CPU (offline, no downlo
 The cross-entropy baseline (same network, data, noise and budget; no chains):
   python -m experiments.train --config=experiments/configs/digits_jem.py \
       --config.loss.gen_weight=0 --workdir=runs/digits_ce
-Smoke test (about a minute, mostly compilation): digits_jem.py:quick.
+Smoke test (about a minute, mostly compilation): digits_jem.py:quick; digits_jem.py:bf16,quick
+computes the network in bfloat16 (``model.dtype``; parameters, chains and energies stay float32).
 
 Expect (docs/results.md, "JEM on digits"; about 5 minutes on 2 shared cores, the baseline about
 1) in <workdir>/summary.json: test accuracy about 97.5%, within a point of the baseline's 98.1%;
@@ -18,7 +19,12 @@ from experiments.configs import jem
 
 
 def get_config(arg: str | None = None):
+    """The digits JEM run; ``arg`` is ``quick``, ``bf16`` (bfloat16 compute) or both
+    (``bf16,quick``)."""
+    parts = [part for part in (arg or "").split(",") if part]
     config = jem.recipe("digits")
+    if "bf16" in parts:
+        config.model.dtype = "bfloat16"
     # A small WRN-10-1 (16/32/64 features on 8x8x1 inputs; JEM uses WRN-28-10 on CIFAR-10).
     config.model.depth = 10
     config.model.widen_factor = 1
@@ -36,4 +42,5 @@ def get_config(arg: str | None = None):
     config.eval.num_eval_examples = 360  # the whole digits test split
     config.eval.attack_epsilons = (0.06, 0.125)
     config.eval.num_sample_steps = 100
-    return jem.variant(config, arg)
+    config.eval.cas_steps = (1, 3, 10, 30, 100, 300)  # the cas task's curve (not in eval.tasks)
+    return jem.variant(config, ",".join(part for part in parts if part != "bf16"))

@@ -20,6 +20,7 @@ import jaxebm
 from . import __doc__ as package_doc
 from .conv import build_conv_loop, build_conv_scan
 from .discrete import TorchGWGFigures, build_discrete
+from .generate import build_generate
 from .jem import TorchFigures, build_jem
 from .measure import Figure, log, machine_info
 from .plan import DISCRETE, FULL, GROUPS, NAMES, QUICK, RATIOS
@@ -133,9 +134,12 @@ def builders(args: argparse.Namespace, sizes, scripts: dict[str, Path]) -> dict[
         "train_resnet_igebm": lambda: build_train_resnet(sizes, "resnet_igebm"),
         "jem_big": lambda: [build_jem(sizes, *sizes["jem_big"], sizes["jem_big_batch"])],
         "jem_small": lambda: [
-            build_jem(sizes, d, w, sizes["jem_batch"]) for d, w in sizes["jem_wrn"]
+            build_jem(sizes, d, w, sizes["jem_batch"], stride_on)
+            for d, w in sizes["jem_wrn"]
+            for stride_on in sizes["jem_strides"]
         ],
         "torch_jem": lambda: TorchFigures(args.torch_python, scripts["torch_jem"], sizes),
+        "generate": lambda: [build_generate(sizes, name) for name in ("digits", "cifar10")],
         **{
             name: functools.partial(build_discrete, sizes, *spec) for name, spec in DISCRETE.items()
         },

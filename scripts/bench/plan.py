@@ -38,9 +38,12 @@ FULL = {
     # JEM: WRN-10-1 and WRN-10-2 at batch 64 against the PyTorch peer; WRN-28-10 (JEM's own
     # network) at batch 8, the size the peer's README times.
     "jem_wrn": ((10, 1), (10, 2)),
+    # Both places for a downsampling block's stride, the same network on both sides: "first"
+    # (Zagoruyko & Komodakis; the peer's --stride-first) and "second" (JEM's wide_basic).
+    "jem_strides": ("first", "second"),
     "jem_batch": 64,
     "jem_steps": 20,
-    "jem_calls": 1,
+    "jem_calls": 3,  # the median of 3 timed iterations a round, as the peer's --iters 3
     "jem_big": (28, 10),
     "jem_big_batch": 8,
     "jem_big_calls": 1,
@@ -53,6 +56,11 @@ FULL = {
     "gwg_temperature": 2.0,
     "dmala_binary_step": 0.2,  # the reference's binary step s (its default); jaxebm's alpha = 2 s
     "torch_gwg_warmup": 3,
+    # Generation (experiments.chains): (batch, chain steps, config variant) of the digits JEM
+    # and of a CIFAR-10-sized one (WRN-28-10; two steps, as a step costs the same every time).
+    "generate_digits": (512, 100, None),
+    "generate_cifar10": (8, 2, None),
+    "generate_calls": 1,
 }
 QUICK = {
     **FULL,
@@ -88,6 +96,8 @@ QUICK = {
     "ising": {10: (8, 3), 50: (2, 2)},
     "ising_calls": 1,
     "torch_gwg_warmup": 1,
+    "generate_digits": (8, 2, "quick"),
+    "generate_cifar10": (4, 1, "quick"),
 }
 # The discrete figures: name -> (variant, sampler, side) of ``discrete.build_discrete``.
 DISCRETE = {
@@ -122,6 +132,7 @@ NAMES = (
     "jem_small",
     "jem_big",
     "torch_jem",
+    "generate",
     *DISCRETE,
     "torch_gwg",
 )
@@ -139,6 +150,7 @@ GROUPS = {
     "resnet": ("resnet_langevin", "train_resnet"),
     "igebm": ("resnet_igebm_langevin", "train_resnet_igebm"),
     "jem": ("jem_small", "torch_jem"),
+    "generate": ("generate",),
     "discrete": (*DISCRETE, "torch_gwg"),
 }
 # (name, numerator figure, denominator figure, target or None).
@@ -157,6 +169,16 @@ RATIOS = (
     ("jem_wrn10_1_over_torch_channels_last", "jem_wrn10_1", "torch_jem_wrn10_1_cl", None),
     ("jem_wrn10_2_over_torch", "jem_wrn10_2", "torch_jem_wrn10_2", 1.0),
     ("jem_wrn10_2_over_torch_channels_last", "jem_wrn10_2", "torch_jem_wrn10_2_cl", None),
+    *(
+        (
+            f"jem_wrn10_{w}_second{over}",
+            f"jem_wrn10_{w}_second",
+            f"torch_jem_wrn10_{w}_second{cl}",
+            t,
+        )
+        for w in (1, 2)
+        for over, cl, t in (("_over_torch", "", 1.0), ("_over_torch_channels_last", "_cl", None))
+    ),
     *(
         ratio
         for side in (10, 50)
