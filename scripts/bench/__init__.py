@@ -3,7 +3,7 @@
 Run from the repository root:
 
   .venv/bin/python -m scripts.bench                                   # everything, 3 rounds
-  .venv/bin/python -m scripts.bench --quick                           # tiny sizes, < 60 s
+  .venv/bin/python -m scripts.bench --quick                           # tiny sizes, ~3 min
   taskset -c 0 .venv/bin/python -m scripts.bench --peers ../shared/peers \\
       --blackjax-python /tmp/venv-bj/bin/python \\
       --rounds 3 --out bench-1core.jsonl                              # steady one-core figures

@@ -39,11 +39,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.bench", description=package_doc.splitlines()[0]
     )
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test, < 60 s)")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes (a smoke test, about 3 min)"
+    )
     parser.add_argument(
         "--only",
         help="comma-separated names or groups "
-        "(mlp, conv, train, resnet, igebm, jem, discrete, peak)",
+        "(mlp, conv, train, resnet, igebm, jem, discrete, generate, peak)",
     )
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, 1 if --quick)")
     parser.add_argument("--out", help="also write the JSON lines to this file")
