@@ -9,9 +9,10 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((pathlib.Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
 
-# The quickstart and speech notebooks run in every suite; the image, JEM and text notebooks (a
-# minute or more each on 2 cores, mostly compilation) run in `make test-all`.
-SLOW = {"images.ipynb", "jem.ipynb", "text.ipynb"}
+# The quickstart notebook runs in every suite; the image, JEM, text and speech notebooks (about a
+# minute or more each on 2 cores, mostly compilation; their code is tested in the experiments'
+# tests) run in `make test-all`, which keeps the default suite within its time.
+SLOW = {"images.ipynb", "jem.ipynb", "text.ipynb", "speech.ipynb"}
 
 
 @pytest.mark.parametrize(
