@@ -7,6 +7,8 @@ moves results by a few float32 ulps of the partial sums, ~1e-6 relative. ``TOL =
 and absolute) is ten times that, and far below any indexing or padding mistake (O(1) errors).
 """
 
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -53,7 +55,8 @@ def params_like(module, x, seed=0):
 @pytest.mark.parametrize("padding", ["SAME", "VALID", ((2, 1), (0, 3))])
 @pytest.mark.parametrize(
     "x_shape, kernel_shape",
-    [((2, 7, 8, 3), (3, 3, 3, 4)), ((1, 6, 5, 2), (2, 4, 2, 3))],  # odd/even sizes and kernels
+    # odd/even sizes and kernels; an image stem (3 -> 16 features, computed with 17 outputs)
+    [((2, 7, 8, 3), (3, 3, 3, 4)), ((1, 6, 5, 2), (2, 4, 2, 3)), ((2, 9, 8, 3), (3, 3, 3, 16))],
 )
 def test_values_and_gradients_match_lax(strides, padding, x_shape, kernel_shape):
     x, kernel = arrays(x_shape, kernel_shape)
@@ -72,6 +75,49 @@ def test_values_and_gradients_match_lax(strides, padding, x_shape, kernel_shape)
     np.testing.assert_allclose(y, y_ref, **TOL)
     np.testing.assert_allclose(dx, dx_ref, **TOL)
     np.testing.assert_allclose(dkernel, dkernel_ref, **TOL)
+
+
+@pytest.mark.parametrize("strides", [1, 2])
+@pytest.mark.parametrize("padding", ["SAME", ((1, 1), (1, 1))])
+@pytest.mark.parametrize(
+    "x_shape, kernel_shape", [((12, 32, 32, 3), (3, 3, 3, 5)), ((7, 33, 31, 2), (3, 3, 2, 4))]
+)
+def test_kernel_gradient_in_batch_chunks_matches_lax(strides, padding, x_shape, kernel_shape):
+    """Batches over 4,096 rows of output positions take the kernel gradient in chunks (a scan).
+
+    Each entry sums up to 12 * 32 * 32 = 12,288 products; in float32 two summation orders differ
+    by up to ~n * 2^-24 of the sum of the products' magnitudes (0.07%, the worst case; about
+    sqrt(n) * 2^-24 = 7e-6 typically), so the bound is 1e-4 of that sum, checked per entry.
+    """
+    x, kernel = arrays(x_shape, kernel_shape)
+    grad = jax.jit(
+        lambda x, k, fn: jax.grad(lambda k: jnp.sum(jnp.sin(fn(x, k, strides, padding))))(k),
+        static_argnums=2,
+    )
+    got, want = grad(x, kernel, conv), grad(x, kernel, lax_conv)
+    cotangent = jnp.cos(lax_conv(x, kernel, strides, padding))
+    magnitude = jax.vjp(lambda k: lax_conv(jnp.abs(x), k, strides, padding), kernel)[1](
+        jnp.abs(cotangent)
+    )[0]
+    assert np.all(np.abs(got - want) <= 1e-4 * magnitude + 1e-6)
+    positions = int(np.prod(cotangent.shape[1:3]))
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda k: jnp.sum(conv(x, k, strides, padding))))(kernel))
+    assert ("scan" in jaxpr) == (x_shape[0] * positions > 4096)
+
+
+@pytest.mark.parametrize("padding", ["SAME", ((1, 1), (1, 1)), ((0, 1), (2, 0))])
+def test_strided_input_gradient_has_no_convolution_larger_than_its_input(padding):
+    """XLA:CPU leaves a convolution with more outputs than inputs to its generic path: each
+    output phase of a strided input gradient computes only the positions it fills."""
+    x, kernel = arrays((2, 16, 16, 4), (3, 3, 4, 5))
+    text = jax.jit(jax.grad(lambda x: jnp.sum(conv(x, kernel, 2, padding)))).lower(x).as_text()
+    convolutions = [line for line in text.splitlines() if "stablehlo.convolution" in line]
+    assert len(convolutions) == 4  # one per output phase (the unused forward pass is dropped)
+    for line in convolutions:
+        types = line.split(" : ")[-1]
+        shapes = re.findall(r"tensor<(\d+)x(\d+)x(\d+)x\d+xf32>", types)
+        (_, *lhs), _, (_, *out) = [tuple(map(int, shape)) for shape in shapes]
+        assert out[0] <= lhs[0] and out[1] <= lhs[1], types
 
 
 def test_one_and_three_spatial_axes():

@@ -82,9 +82,10 @@ def test_stride_placements_share_parameters_and_differ_in_flops():
         flops[stride_on] = conv_flops(module.apply, params, x) / 1e6
         xla[stride_on] = jax.jit(module.apply).lower(params, x).cost_analysis()["flops"] / 1e6
     assert shapes["first"] == shapes["second"]
-    # WRN-10-1 on 32x32x3, per image: 25.0 and 39.2 MFLOP, as counted for the PyTorch peer.
-    assert flops["first"] == pytest.approx(25.0, abs=0.05)
-    assert flops["second"] == pytest.approx(39.16, abs=0.05)
+    # WRN-10-1 on 32x32x3, per image: 25.0 and 39.2 MFLOP, as counted for the PyTorch peer, plus
+    # the stem's zero 17th feature (2 * 27 * 32 * 32 = 0.055 MFLOP) that puts it on YNNPACK.
+    assert flops["first"] == pytest.approx(25.0 + 0.055, abs=0.01)
+    assert flops["second"] == pytest.approx(39.16 + 0.055, abs=0.01)
     # XLA counts no multiplications by padding (23.5 and 37.5 MFLOP); elementwise work is small.
     for stride_on in flops:
         assert 0.9 * flops[stride_on] < xla[stride_on] < flops[stride_on], xla

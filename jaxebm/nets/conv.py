@@ -10,8 +10,11 @@ builds the flipped, feature-swapped kernel itself in its ``jax.custom_vjp`` back
 an ordinary NHWC/HWIO forward convolution, which stays on the fast path everywhere (see
 ``docs/benchmarks.md``). For a strided convolution JAX's input gradient dilates the output
 gradient with zeros (``lhs_dilation``), wasting ``1 - 1/s**d`` of its multiplications; ``conv``
-splits it into one stride-1 convolution per output phase instead. Values and gradients equal
-``lax.conv_general_dilated``'s.
+splits it into one stride-1 convolution per output phase instead. The kernel gradient, which JAX
+emits as a convolution whose window spans the whole image (slow on XLA:CPU), is one matrix product
+per kernel tap over chunks of the batch where the batch has at least 4,096 rows of output
+positions. Values and gradients equal ``lax.conv_general_dilated``'s (to float32 rounding where the
+kernel gradient sums in another order).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxebm.types import Array, ArrayLike
@@ -75,7 +79,15 @@ def _explicit_padding(
     return pads
 
 
-def _forward(x, kernel, strides, padding, precision):
+# XLA:CPU hands a 2-D convolution to YNNPACK only if it has more than 16 input or output
+# features (openxla ``xla/backends/cpu/ynn_support.cc``); narrower ones run on its generic loop
+# nest. An image stem (at most 4 input features, 8-16 outputs) computed with 17 outputs, the
+# extra one a zero kernel sliced off, runs 2x faster on YNNPACK; padding wider inputs or the
+# stem's input gradient measured slower (``docs/benchmarks.md``).
+_YNN_MIN_FEATURES = 17
+
+
+def _forward_plain(x, kernel, strides, padding, precision):
     return lax.conv_general_dilated(
         x,
         kernel,
@@ -84,6 +96,17 @@ def _forward(x, kernel, strides, padding, precision):
         dimension_numbers=_dimension_numbers(kernel.ndim - 2),
         precision=precision,
     )
+
+
+def _forward(x, kernel, strides, padding, precision):
+    num_spatial = kernel.ndim - 2
+    inputs, outputs = kernel.shape[-2:]
+    extra = 0
+    if num_spatial == 2 and inputs <= 4 and 8 <= outputs < _YNN_MIN_FEATURES:
+        extra = _YNN_MIN_FEATURES - outputs
+        kernel = jnp.pad(kernel, [(0, 0)] * (num_spatial + 1) + [(0, extra)])
+    y = _forward_plain(x, kernel, strides, padding, precision)
+    return y[..., :outputs] if extra else y
 
 
 def _input_grad(g, kernel, in_spatial, strides, padding, precision):
@@ -119,18 +142,27 @@ def _input_grad(g, kernel, in_spatial, strides, padding, precision):
             precision=precision,
         )
     # Input position n (padded: n + low) takes g[q - j] * kernel[r + j s] where n + low = q s + r.
+    # Output position p = c s + t (t < s) is padded position p + low, i.e. residue
+    # r = (t + low) % s and q = c + (t + low) // s: phase t is the stride-1 convolution of g with
+    # the taps kernel[r::s], evaluated at q = q0 .. q0 + C - 1, and the phases interleave in the
+    # order of t straight into the output (cropped where s does not divide n). Each phase has
+    # C = ceil(n / s) outputs, no more than g has where the forward pass padded "SAME"-like:
+    # XLA:CPU leaves a convolution with more outputs than inputs to its generic path.
     lows = [low for low, _ in padding]
-    num_phases = [-(-(n + low) // s) for n, low, s in zip(in_spatial, lows, strides, strict=True)]
+    counts = [-(-n // s) for n, s in zip(in_spatial, strides, strict=True)]
     phases = []
-    for residues in itertools.product(*(range(s) for s in strides)):
+    for offsets in itertools.product(*(range(s) for s in strides)):
+        residues = [(t + low) % s for t, low, s in zip(offsets, lows, strides, strict=True)]
+        starts = [(t + low) // s for t, low, s in zip(offsets, lows, strides, strict=True)]
         taps = swapped[tuple(slice(r, None, s) for r, s in zip(residues, strides, strict=True))]
-        shape = (g.shape[0], *num_phases, kernel.shape[-2])
         if 0 in taps.shape[:num_spatial]:  # a kernel smaller than the stride: no tap reaches
-            phases.append(jnp.zeros(shape, g.dtype))
+            phases.append(jnp.zeros((g.shape[0], *counts, kernel.shape[-2]), g.dtype))
             continue
         pads = [
-            (j - 1, q - m)
-            for j, q, m in zip(taps.shape[:num_spatial], num_phases, out_spatial, strict=True)
+            (j - 1 - q0, c - m + q0)
+            for j, q0, c, m in zip(
+                taps.shape[:num_spatial], starts, counts, out_spatial, strict=True
+            )
         ]
         phases.append(
             lax.conv_general_dilated(
@@ -142,17 +174,75 @@ def _input_grad(g, kernel, in_spatial, strides, padding, precision):
                 precision=precision,
             )
         )
-    # [prod(s), B, *Q, I] -> [B, Q_0, s_0, Q_1, s_1, ..., I] -> [B, Q_0 s_0, ..., I], then crop.
-    stacked = jnp.stack(phases).reshape(*strides, g.shape[0], *num_phases, kernel.shape[-2])
+    # [prod(s), B, *C, I] -> [B, C_0, s_0, C_1, s_1, ..., I] -> [B, C_0 s_0, ..., I], then crop.
+    stacked = jnp.stack(phases).reshape(*strides, g.shape[0], *counts, kernel.shape[-2])
     order = [num_spatial]
     for axis in range(num_spatial):
         order += [num_spatial + 1 + axis, axis]
     order.append(2 * num_spatial + 1)
     dense = jnp.transpose(stacked, order).reshape(
-        g.shape[0], *(q * s for q, s in zip(num_phases, strides, strict=True)), kernel.shape[-2]
+        g.shape[0], *(c * s for c, s in zip(counts, strides, strict=True)), kernel.shape[-2]
     )
-    crop = tuple(slice(low, low + n) for low, n in zip(lows, in_spatial, strict=True))
-    return dense[(slice(None), *crop, slice(None))]
+    if any(c * s != n for c, s, n in zip(counts, strides, in_spatial, strict=True)):
+        dense = dense[(slice(None), *(slice(0, n) for n in in_spatial), slice(None))]
+    return dense
+
+
+# Rows (batch x output positions) of one chunk of the kernel gradient: small enough that a
+# chunk's tap slices stay in cache, large enough that the per-chunk dots run near the peak.
+_KERNEL_GRAD_ROWS = 4096
+
+
+def _kernel_grad(x, g, kernel_shape, strides, padding, precision):
+    """``dL/dkernel`` ``[*K, I, O]``: per kernel tap, one matrix product over the batch and space.
+
+    Used where the batch has at least ``_KERNEL_GRAD_ROWS`` rows (batch x output positions).
+
+    ``dkernel[k] = sum_{b, q} x_pad[b, q s + k] g[b, q]``: for each tap ``k`` the strided slice of
+    the padded input meets the output gradient in a ``[rows, I]^T [rows, O]`` product. The batch
+    is cut into chunks of about ``_KERNEL_GRAD_ROWS`` rows (a ``lax.scan`` summing the chunks'
+    products). JAX's own kernel gradient is a convolution whose window spans the whole image;
+    XLA:CPU runs it 1.5-8x slower than this at the WideResNet's sizes (``docs/benchmarks.md``).
+    """
+    num_spatial = len(kernel_shape) - 2
+    batch, out_spatial = x.shape[0], g.shape[1:-1]
+    positions = max(1, int(np.prod(out_spatial)))
+    divisors = [d for d in range(1, batch + 1) if batch % d == 0]
+    chunk = max(
+        (d for d in divisors if d == 1 or d * positions <= _KERNEL_GRAD_ROWS), default=batch
+    )
+    config = [(0, 0, 0), *((low, high, 0) for low, high in padding), (0, 0, 0)]
+    taps = list(itertools.product(*(range(k) for k in kernel_shape[:num_spatial])))
+    contract = (((0,), (0,)), ((), ()))
+    accumulate = jnp.promote_types(jnp.result_type(x, g), jnp.float32)  # bf16 sums in f32
+
+    def chunk_grad(x, g):
+        padded = lax.pad(x, jnp.zeros((), x.dtype), config)
+        rows = g.reshape(-1, g.shape[-1])
+        per_tap = []
+        for tap in taps:
+            index = tuple(
+                slice(k, k + (m - 1) * s + 1, s)
+                for k, m, s in zip(tap, out_spatial, strides, strict=True)
+            )
+            window = padded[(slice(None), *index, slice(None))].reshape(-1, x.shape[-1])
+            per_tap.append(
+                lax.dot_general(
+                    window, rows, contract, precision=precision, preferred_element_type=accumulate
+                )
+            )
+        return jnp.stack(per_tap).reshape(kernel_shape)
+
+    if chunk == batch:
+        return chunk_grad(x, g)
+    xs = x.reshape(batch // chunk, chunk, *x.shape[1:])
+    gs = g.reshape(batch // chunk, chunk, *g.shape[1:])
+
+    def body(total, xg):
+        return total + chunk_grad(*xg), None
+
+    zero = jnp.zeros(kernel_shape, accumulate)
+    return lax.scan(body, zero, (xs, gs))[0]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -167,12 +257,31 @@ def _conv_fwd(x, kernel, strides, padding, precision):
 def _conv_bwd(strides, padding, precision, residuals, g):
     x, kernel = residuals
     dx = _input_grad(g, kernel, x.shape[1:-1], strides, padding, precision)
-    # The kernel gradient as JAX emits it (the transpose of the convolution as a function of the
-    # kernel); it is only built where a parameter gradient is asked for, outside sampler loops.
-    (dkernel,) = jax.linear_transpose(
-        lambda k: _forward(x, k, strides, padding, precision), kernel
-    )(g)
-    return dx, dkernel
+    # Only built where a parameter gradient is asked for (outside sampler loops, where the
+    # parameters are closed over); XLA removes it elsewhere. Below one chunk of rows JAX's own
+    # (the transpose of the convolution in its kernel) is within milliseconds and compiles faster.
+    if x.shape[0] * int(np.prod(g.shape[1:-1])) >= _KERNEL_GRAD_ROWS:
+        dkernel = _kernel_grad(x, g, kernel.shape, strides, padding, precision)
+    else:
+        (dkernel,) = jax.linear_transpose(
+            lambda k: _forward_plain(x, k, strides, padding, precision), kernel
+        )(g)
+    return _like(dx, x), _like(dkernel.astype(kernel.dtype), kernel)
+
+
+def _varying_axes(value) -> frozenset:
+    manual = getattr(jax.typeof(value), "manual_axis_type", None)
+    return frozenset(manual.varying) if manual is not None else frozenset()
+
+
+def _like(cotangent, primal):
+    """Inside ``shard_map``, a cotangent summed over the mesh axes its primal does not vary over.
+
+    A kernel replicated over the devices meets each device's own inputs; its cotangent is the
+    sum over devices, as JAX's transpose of the implicit ``pvary`` makes it.
+    """
+    extra = _varying_axes(cotangent) - _varying_axes(primal)
+    return lax.psum(cotangent, tuple(sorted(extra))) if extra else cotangent
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
