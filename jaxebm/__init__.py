@@ -5,9 +5,10 @@ Submodules: ``energy`` (energy functions and their combinators), ``nets`` (Flax 
 one-hot discrete states; chains), ``replay`` (persistent chains, token sequences too),
 ``losses``, ``objectives`` (what a step minimises), ``negatives`` (where its chains start),
 ``train`` (train state, step skeleton, recipes), ``parallel`` (data parallel over devices),
-``checkpoint`` (orbax), ``recovery`` (self-healing training), ``residual`` (residual EBMs of
-language models), ``drl`` (diffusion recovery likelihood), ``data``, ``tasks`` (what EBMs are
-for), ``metrics``, ``viz``;
+``checkpoint`` (orbax), ``prng`` (the samplers' noise: ``jax.random.normal``'s numbers, faster on
+CPU), ``recovery`` (self-healing training), ``residual`` (residual EBMs of language models),
+``drl`` (diffusion recovery likelihood), ``data``, ``tasks`` (what EBMs are for), ``metrics``,
+``viz``;
 ``map_batches`` (a function over a large set in padded chunks).
 """
 
@@ -22,6 +23,7 @@ from jaxebm import (
     nets,
     objectives,
     parallel,
+    prng,
     recovery,
     replay,
     residual,
@@ -61,6 +63,7 @@ __all__ = [
     "objectives",
     "nets",
     "parallel",
+    "prng",
     "recovery",
     "replay",
     "residual",

@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 import jax
 
+from jaxebm import prng
 from jaxebm.samplers.base import (
     SamplerState,
     SamplingAlgorithm,
@@ -55,7 +56,7 @@ def build_kernel(
     def kernel(key: PRNGKey, state: SamplerState) -> tuple[SamplerState, HMCInfo]:
         key_momentum, key_accept = jax.random.split(key)
         eps = evaluate_schedule(step_size, state.step)
-        p0 = jax.random.normal(key_momentum, state.x.shape, state.x.dtype)
+        p0 = prng.normal(key_momentum, state.x.shape, state.x.dtype)
 
         def leapfrog(carry, _):
             x, p, grad = carry

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 
+from jaxebm import prng
 from jaxebm.samplers.base import (
     SamplerState,
     SamplingAlgorithm,
@@ -65,7 +65,7 @@ def build_kernel(
             if noise_scale is None
             else evaluate_schedule(noise_scale, state.step)
         )
-        noise = jax.random.normal(key, state.x.shape, state.x.dtype)
+        noise = prng.normal(key, state.x.shape, state.x.dtype)
         drift = clip_grad(state.energy_grad, grad_clip, clip_mode)
         x = clamp(state.x - eta * drift + sigma * noise, bounds)
         energy, grad = energy_and_grad(energy_x, x)

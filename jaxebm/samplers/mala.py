@@ -7,6 +7,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxebm import prng
 from jaxebm.samplers.base import (
     SamplerState,
     SamplingAlgorithm,
@@ -62,7 +63,7 @@ def build_kernel(
         key_move, key_accept = jax.random.split(key)
         eta = evaluate_schedule(step_size, state.step)
         x, u, grad_u = state.x, state.energy / temperature, state.energy_grad / temperature
-        noise = jax.random.normal(key_move, x.shape, x.dtype)
+        noise = prng.normal(key_move, x.shape, x.dtype)
         x_new = x - eta * grad_u + jnp.sqrt(2.0 * eta) * noise
         energy_new, grad_new = energy_and_grad(energy_x, x_new)
         u_new, grad_u_new = energy_new / temperature, grad_new / temperature

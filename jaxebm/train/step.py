@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxebm import replay
+from jaxebm import prng, replay
 from jaxebm.energy import merge_variables
 from jaxebm.negatives import NegativeSource, StepKeys
 from jaxebm.objectives import Objective
@@ -289,7 +289,7 @@ def make_step(
         batch = dict(batch)
         x_pos = jnp.asarray(batch["x"], jnp.float32)
         if data_noise:
-            x_pos = x_pos + data_noise * jax.random.normal(key_data, x_pos.shape, x_pos.dtype)
+            x_pos = x_pos + data_noise * prng.normal(key_data, x_pos.shape, x_pos.dtype)
         batch["x"] = x_pos
         # The chains see the parameters as constants: no parameter gradient flows through them.
         frozen = jax.lax.stop_gradient(merge_variables(state.params, state.model_state))
