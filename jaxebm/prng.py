@@ -8,12 +8,12 @@ WideResNet JEM step). ``normal`` computes the same hash unrolled, as ordinary el
 XLA fuses into one loop, and then the same bits-to-float transform: for a threefry key with JAX's
 default ``jax_threefry_partitionable`` counters and a float32 result it returns exactly
 ``jax.random.normal(key, shape)``, bit for bit (``tests/test_prng.py`` checks this against the
-installed JAX); for any other key, dtype or setting it calls ``jax.random.normal``.
+installed JAX); for any other key, dtype or setting, and outside a jit, it calls
+``jax.random.normal``.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 
@@ -89,12 +89,14 @@ def normal(key: PRNGKey, shape: Sequence[int] = (), dtype=jnp.float32) -> Array:
         or size >= 2**32
         or size == 0
         or not _is_plain_threefry_key(key)
+        # Called outside a jit, jax.random.normal's own compiled kernel is a single dispatch (and
+        # the same numbers); the unrolled hash pays inside compiled chains and steps.
+        or not isinstance(key, jax.core.Tracer)
     ):
         return jax.random.normal(key, shape, dtype)
     return _threefry_normal(key, shape)
 
 
-@functools.partial(jax.jit, static_argnums=1)  # one dispatch when called outside a jit
 def _threefry_normal(key: PRNGKey, shape: tuple[int, ...]) -> Array:
     size = math.prod(shape)
     # The counters of JAX's partitionable threefry bits: the element's row-major index as a
