@@ -12,7 +12,7 @@ an ordinary NHWC/HWIO forward convolution, which stays on the fast path everywhe
 gradient with zeros (``lhs_dilation``), wasting ``1 - 1/s**d`` of its multiplications; ``conv``
 splits it into one stride-1 convolution per output phase instead. The kernel gradient, which JAX
 emits as a convolution whose window spans the whole image (slow on XLA:CPU), is one matrix product
-per kernel tap over chunks of the batch where the batch has at least 4,096 rows of output
+per kernel tap over chunks of the batch where the batch has at least 16,384 rows of output
 positions. Values and gradients equal ``lax.conv_general_dilated``'s (to float32 rounding where the
 kernel gradient sums in another order).
 """
@@ -119,9 +119,10 @@ def _conv_bwd(strides, padding, precision, residuals, g):
     x, kernel = residuals
     dx = input_grad(g, kernel, x.shape[1:-1], strides, padding, precision)
     # Only built where a parameter gradient is asked for (outside sampler loops, where the
-    # parameters are closed over); XLA removes it elsewhere. Below one chunk of rows JAX's own
-    # (the transpose of the convolution in its kernel) is within milliseconds and compiles faster.
-    if x.shape[0] * int(np.prod(g.shape[1:-1])) >= KERNEL_GRAD_ROWS:
+    # parameters are closed over); XLA removes it elsewhere. Below 16,384 rows (16x16 outputs at
+    # batch 64) JAX's own (the transpose of the convolution in its kernel) is within milliseconds
+    # and compiles faster.
+    if x.shape[0] * int(np.prod(g.shape[1:-1])) >= 4 * KERNEL_GRAD_ROWS:
         dkernel = kernel_grad(x, g, kernel.shape, strides, padding, precision)
     else:
         (dkernel,) = jax.linear_transpose(

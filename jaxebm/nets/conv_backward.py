@@ -110,7 +110,8 @@ KERNEL_GRAD_ROWS = 4096
 def kernel_grad(x, g, kernel_shape, strides, padding, precision):
     """``dL/dkernel`` ``[*K, I, O]``: per kernel tap, one matrix product over the batch and space.
 
-    Used where the batch has at least ``KERNEL_GRAD_ROWS`` rows (batch x output positions).
+    ``conv`` uses it where the batch has at least ``4 * KERNEL_GRAD_ROWS`` rows (batch x output
+    positions).
 
     ``dkernel[k] = sum_{b, q} x_pad[b, q s + k] g[b, q]``: for each tap ``k`` the strided slice of
     the padded input meets the output gradient in a ``[rows, I]^T [rows, O]`` product. The batch
