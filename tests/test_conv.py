@@ -55,8 +55,13 @@ def params_like(module, x, seed=0):
 @pytest.mark.parametrize("padding", ["SAME", "VALID", ((2, 1), (0, 3))])
 @pytest.mark.parametrize(
     "x_shape, kernel_shape",
-    # odd/even sizes and kernels; an image stem (3 -> 16 features, computed with 17 outputs)
-    [((2, 7, 8, 3), (3, 3, 3, 4)), ((1, 6, 5, 2), (2, 4, 2, 3)), ((2, 9, 8, 3), (3, 3, 3, 16))],
+    # odd/even sizes and kernels; an image stem (3 -> 16 features) and 16 -> 16 (columns folded)
+    [
+        ((2, 7, 8, 3), (3, 3, 3, 4)),
+        ((1, 6, 5, 2), (2, 4, 2, 3)),
+        ((2, 9, 8, 3), (3, 3, 3, 16)),
+        ((2, 5, 12, 16), (3, 3, 16, 16)),
+    ],
 )
 def test_values_and_gradients_match_lax(strides, padding, x_shape, kernel_shape):
     x, kernel = arrays(x_shape, kernel_shape)

@@ -35,6 +35,7 @@ from jaxebm.nets.conv_backward import (
     input_grad,
     kernel_grad,
 )
+from jaxebm.nets.conv_narrow import narrow_conv
 from jaxebm.types import Array, ArrayLike
 
 __all__ = ["conv", "Conv", "ConvEnergy"]
@@ -76,14 +77,6 @@ def _explicit_padding(
     return pads
 
 
-# XLA:CPU hands a 2-D convolution to YNNPACK only if it has more than 16 input or output
-# features (openxla ``xla/backends/cpu/ynn_support.cc``); narrower ones run on its generic loop
-# nest. An image stem (at most 4 input features, 8-16 outputs) computed with 17 outputs, the
-# extra one a zero kernel sliced off, runs 2x faster on YNNPACK; padding wider inputs or the
-# stem's input gradient measured slower (``docs/benchmarks.md``).
-_YNN_MIN_FEATURES = 17
-
-
 def _forward_plain(x, kernel, strides, padding, precision):
     return lax.conv_general_dilated(
         x,
@@ -96,14 +89,11 @@ def _forward_plain(x, kernel, strides, padding, precision):
 
 
 def _forward(x, kernel, strides, padding, precision):
-    num_spatial = kernel.ndim - 2
-    inputs, outputs = kernel.shape[-2:]
-    extra = 0
-    if num_spatial == 2 and inputs <= 4 and 8 <= outputs < _YNN_MIN_FEATURES:
-        extra = _YNN_MIN_FEATURES - outputs
-        kernel = jnp.pad(kernel, [(0, 0)] * (num_spatial + 1) + [(0, extra)])
-    y = _forward_plain(x, kernel, strides, padding, precision)
-    return y[..., :outputs] if extra else y
+    # Stride-1 2-D convolutions with at most 16 features: folded columns, on YNNPACK
+    # (``jaxebm.nets.conv_narrow``).
+    if kernel.ndim == 4 and all(s == 1 for s in strides):
+        return narrow_conv(x, kernel, padding, precision)
+    return _forward_plain(x, kernel, strides, padding, precision)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
