@@ -13,8 +13,10 @@ gradient with zeros (``lhs_dilation``), wasting ``1 - 1/s**d`` of its multiplica
 splits it into one stride-1 convolution per output phase instead. The kernel gradient, which JAX
 emits as a convolution whose window spans the whole image (slow on XLA:CPU), is one matrix product
 per kernel tap over chunks of the batch where the batch has at least 16,384 rows of output
-positions. Values and gradients equal ``lax.conv_general_dilated``'s (to float32 rounding where the
-kernel gradient sums in another order).
+positions. Stride-1 2-D convolutions with at most 16 features, forward and backward, fold
+neighbouring columns into the features (``jaxebm.nets.conv_narrow``) so that XLA:CPU runs them on
+YNNPACK. Values and gradients equal ``lax.conv_general_dilated``'s (to float32 rounding where a
+kernel gradient or a folded convolution sums in another order).
 """
 
 from __future__ import annotations
