@@ -10,14 +10,16 @@ ulps of the partial sums, ~1e-6. ``1e-5`` relative and absolute is ten times tha
 indexing mistake (a missing or misplaced tap moves an output by ~0.1).
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
 
-from jaxebm.nets import conv
-from jaxebm.nets.conv_narrow import fold_factor, folded, narrow_conv
+from jaxebm.nets import conv, conv_narrow
+from jaxebm.nets.conv_narrow import FOLD_MIN_ROWS, fold_factor, folded, narrow_conv
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 DIMENSIONS = ("NHWC", "HWIO", "NHWC")
@@ -71,10 +73,29 @@ def test_fold_factor_folds_only_what_the_generic_path_would_run():
     assert fold_factor(16, 16, 3, 3) == 1  # odd width
 
 
+def convolutions(fn, *args):
+    return str(jax.make_jaxpr(fn)(*args)).count("conv_general_dilated")
+
+
+def test_only_batches_of_16384_output_positions_or_more_fold(monkeypatch):
+    kernel = jnp.zeros((3, 3, 16, 16))
+    padding = ((1, 1), (1, 1))
+    assert FOLD_MIN_ROWS == 16 * 32 * 32
+    big, small = jnp.zeros((16, 32, 32, 16)), jnp.zeros((15, 32, 32, 16))
+    # Folded: the column pairs' convolution and the last column's.
+    assert convolutions(lambda x: narrow_conv(x, kernel, padding), big) == 2
+    assert convolutions(lambda x: narrow_conv(x, kernel, padding), small) == 1
+    monkeypatch.setattr(conv_narrow, "FOLD_MIN_ROWS", 0)
+    assert convolutions(lambda x: narrow_conv(x, kernel, padding), small) == 2
+
+
 @pytest.mark.parametrize("strides", [1, 2])
-def test_conv_gradients_through_folded_convolutions_match_lax(strides):
+def test_conv_gradients_through_folded_convolutions_match_lax(strides, monkeypatch):
     """``conv``'s forward pass, its stride-1 input gradient and its stride-2 phases fold."""
+    monkeypatch.setattr(conv_narrow, "FOLD_MIN_ROWS", 0)  # small arrays, folded all the same
     x, kernel = arrays((2, 6, 16, 16), (3, 3, 16, 16))
+    grad = jax.grad(lambda x: jnp.sum(conv(x, kernel, strides, ((1, 1), (1, 1)))))
+    assert re.search(r"f32\[\d,2,32,32\]", str(jax.make_jaxpr(grad)(x)))  # a kernel over pairs
 
     def value_and_grads(fn):
         def loss(x, k):
@@ -96,7 +117,7 @@ def test_conv_gradients_through_folded_convolutions_match_lax(strides):
 def test_the_folded_convolution_runs_on_ynnpack():
     """XLA:CPU gives YNNPACK the folded 16 -> 16 convolution (32 features) and leaves the
     plain one, and the last column's, to its generic loop nest."""
-    x, kernel = arrays((4, 16, 16, 16), (3, 3, 16, 16))
+    x, kernel = arrays((64, 16, 16, 16), (3, 3, 16, 16))  # FOLD_MIN_ROWS output positions
     padding = ((1, 1), (1, 1))
 
     def compiled(fn):
@@ -106,4 +127,4 @@ def test_the_folded_convolution_runs_on_ynnpack():
     fold = compiled(lambda x, k: narrow_conv(x, k, padding))
     assert "__ynn_fusion" not in plain
     assert "__ynn_fusion" in fold
-    assert "f32[4,16,8,32]" in fold  # the column pairs' convolution
+    assert "f32[64,16,8,32]" in fold  # the column pairs' convolution
