@@ -31,13 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxebm.nets.conv_backward import (
-    KERNEL_GRAD_ROWS,
-    dimension_numbers,
-    input_grad,
-    kernel_grad,
-)
-from jaxebm.nets.conv_narrow import narrow_conv
+from jaxebm.nets.conv_backward import KERNEL_GRAD_ROWS, input_grad, kernel_grad
+from jaxebm.nets.conv_narrow import dimension_numbers, narrow_conv
 from jaxebm.types import Array, ArrayLike
 
 __all__ = ["conv", "Conv", "ConvEnergy"]
@@ -93,7 +88,7 @@ def _forward_plain(x, kernel, strides, padding, precision):
 def _forward(x, kernel, strides, padding, precision):
     # Stride-1 2-D convolutions with at most 16 features: folded columns, on YNNPACK
     # (``jaxebm.nets.conv_narrow``).
-    if kernel.ndim == 4 and all(s == 1 for s in strides):
+    if all(s == 1 for s in strides):
         return narrow_conv(x, kernel, padding, precision)
     return _forward_plain(x, kernel, strides, padding, precision)
 

@@ -14,29 +14,7 @@ from jax import lax
 
 from jaxebm.nets.conv_narrow import narrow_conv
 
-__all__ = ["KERNEL_GRAD_ROWS", "dimension_numbers", "input_grad", "kernel_grad"]
-
-_SPATIAL = "DHW"  # names for up to three spatial axes in lax's dimension-number strings
-
-
-def dimension_numbers(num_spatial: int) -> tuple[str, str, str]:
-    """Channels-last specs, e.g. ``("NHWC", "HWIO", "NHWC")`` for two spatial axes."""
-    spatial = _SPATIAL[-num_spatial:]
-    return f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"
-
-
-def _stride_one(x, kernel, padding, precision):
-    """A stride-1 channels-last convolution; 2-D ones with few features folded (``narrow_conv``)."""
-    if kernel.ndim == 4:
-        return narrow_conv(x, kernel, padding, precision)
-    return lax.conv_general_dilated(
-        x,
-        kernel,
-        window_strides=(1,) * (kernel.ndim - 2),
-        padding=padding,
-        dimension_numbers=dimension_numbers(kernel.ndim - 2),
-        precision=precision,
-    )
+__all__ = ["KERNEL_GRAD_ROWS", "input_grad", "kernel_grad"]
 
 
 def input_grad(g, kernel, in_spatial, strides, padding, precision):
@@ -63,7 +41,7 @@ def input_grad(g, kernel, in_spatial, strides, padding, precision):
                 in_spatial, kernel.shape[:num_spatial], out_spatial, padding, strict=True
             )
         ]
-        return _stride_one(g, jnp.flip(swapped, axis=tuple(range(num_spatial))), pads, precision)
+        return narrow_conv(g, jnp.flip(swapped, axis=tuple(range(num_spatial))), pads, precision)
     # Input position n (padded: n + low) takes g[q - j] * kernel[r + j s] where n + low = q s + r.
     # Output position p = c s + t (t < s) is padded position p + low, i.e. residue
     # r = (t + low) % s and q = c + (t + low) // s: phase t is the stride-1 convolution of g with
@@ -88,7 +66,7 @@ def input_grad(g, kernel, in_spatial, strides, padding, precision):
             )
         ]
         phases.append(
-            _stride_one(g, jnp.flip(taps, axis=tuple(range(num_spatial))), pads, precision)
+            narrow_conv(g, jnp.flip(taps, axis=tuple(range(num_spatial))), pads, precision)
         )
     # [prod(s), B, *C, I] -> [B, C_0, s_0, C_1, s_1, ..., I] -> [B, C_0 s_0, ..., I], then crop.
     stacked = jnp.stack(phases).reshape(*strides, g.shape[0], *counts, kernel.shape[-2])

@@ -20,9 +20,9 @@ import numpy as np
 from jax import lax
 from jax import numpy as jnp
 
-__all__ = ["FOLD_MIN_ROWS", "folded", "fold_factor", "narrow_conv"]
+__all__ = ["FOLD_MIN_ROWS", "dimension_numbers", "folded", "fold_factor", "narrow_conv"]
 
-_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+_SPATIAL = "DHW"  # names for up to three spatial axes in lax's dimension-number strings
 # YNNPACK takes a convolution with more than 16 input or output features.
 _YNN_FEATURES = 16
 # Rows (batch x output positions) from which a narrow convolution is folded: 16x16 outputs at
@@ -31,13 +31,20 @@ _YNN_FEATURES = 16
 FOLD_MIN_ROWS = 16_384
 
 
+def dimension_numbers(num_spatial: int) -> tuple[str, str, str]:
+    """Channels-last specs, e.g. ``("NHWC", "HWIO", "NHWC")`` for two spatial axes."""
+    spatial = _SPATIAL[-num_spatial:]
+    return f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"
+
+
 def _plain(x, kernel, padding, precision):
+    num_spatial = kernel.ndim - 2
     return lax.conv_general_dilated(
         x,
         kernel,
-        window_strides=(1, 1),
+        window_strides=(1,) * num_spatial,
         padding=padding,
-        dimension_numbers=_DIMENSION_NUMBERS,
+        dimension_numbers=dimension_numbers(num_spatial),
         precision=precision,
     )
 
@@ -120,13 +127,16 @@ def folded(x, kernel, padding, fold: int, precision=None):
 
 
 def narrow_conv(x, kernel, padding, precision=None):
-    """A stride-1 2-D NHWC/HWIO convolution, ``folded`` where ``fold_factor`` says so and the
-    batch has at least ``FOLD_MIN_ROWS`` output positions."""
+    """A stride-1 channels-last convolution (1 to 3 spatial axes; ``padding`` a ``(low, high)``
+    pair per axis): a 2-D one ``folded`` where ``fold_factor`` says so and the batch has at least
+    ``FOLD_MIN_ROWS`` output positions, else ``lax.conv_general_dilated``."""
+    if kernel.ndim != 4 or any(low < 0 or high < 0 for low, high in padding):
+        return _plain(x, kernel, padding, precision)
     in_features, out_features = kernel.shape[-2:]
     (row_low, row_high), (col_low, col_high) = padding
     rows = x.shape[0] * max(0, x.shape[1] + row_low + row_high - kernel.shape[0] + 1)
     rows *= max(0, x.shape[2] + col_low + col_high - kernel.shape[1] + 1)
     fold = fold_factor(in_features, out_features, x.shape[2], kernel.shape[1])
-    if fold > 1 and rows >= FOLD_MIN_ROWS and all(low >= 0 and high >= 0 for low, high in padding):
+    if fold > 1 and rows >= FOLD_MIN_ROWS:
         return folded(x, kernel, padding, fold, precision)
     return _plain(x, kernel, padding, precision)
